@@ -1,0 +1,215 @@
+//! Dispatch of etcd's gRPC methods and the plain HTTP endpoints of the
+//! client port.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::backend::Backend;
+use super::grpc::{CallContext, HttpReply, LocalBoxFuture, MethodKind, RequestStream, ResponseSink, Service, Status};
+use super::kv::{self, Limits};
+use super::proto::etcdserverpb as pb;
+
+/// The server version corekv reports: an etcd 3.5 release, so clients
+/// (kube-apiserver among them) enable the features they gate on it.
+pub const SERVER_VERSION: &str = "3.5.17";
+/// The cluster version corekv reports.
+pub const CLUSTER_VERSION: &str = "3.5.0";
+
+/// etcd's services and methods; `true` marks a streaming method.
+const METHODS: &[(&str, &[(&str, bool)])] = &[
+    (
+        "etcdserverpb.KV",
+        &[("Range", false), ("Put", false), ("DeleteRange", false), ("Txn", false), ("Compact", false)],
+    ),
+    ("etcdserverpb.Watch", &[("Watch", true)]),
+    (
+        "etcdserverpb.Lease",
+        &[
+            ("LeaseGrant", false),
+            ("LeaseRevoke", false),
+            ("LeaseKeepAlive", true),
+            ("LeaseTimeToLive", false),
+            ("LeaseLeases", false),
+        ],
+    ),
+    (
+        "etcdserverpb.Cluster",
+        &[
+            ("MemberAdd", false),
+            ("MemberRemove", false),
+            ("MemberUpdate", false),
+            ("MemberList", false),
+            ("MemberPromote", false),
+        ],
+    ),
+    (
+        "etcdserverpb.Maintenance",
+        &[
+            ("Alarm", false),
+            ("Status", false),
+            ("Defragment", false),
+            ("Hash", false),
+            ("HashKV", false),
+            ("Snapshot", true),
+            ("MoveLeader", false),
+            ("Downgrade", false),
+        ],
+    ),
+    (
+        "etcdserverpb.Auth",
+        &[
+            ("AuthEnable", false),
+            ("AuthDisable", false),
+            ("AuthStatus", false),
+            ("Authenticate", false),
+            ("UserAdd", false),
+            ("UserGet", false),
+            ("UserList", false),
+            ("UserDelete", false),
+            ("UserChangePassword", false),
+            ("UserGrantRole", false),
+            ("UserRevokeRole", false),
+            ("RoleAdd", false),
+            ("RoleGet", false),
+            ("RoleList", false),
+            ("RoleDelete", false),
+            ("RoleGrantPermission", false),
+            ("RoleRevokePermission", false),
+        ],
+    ),
+    (
+        "v3electionpb.Election",
+        &[("Campaign", false), ("Proclaim", false), ("Leader", false), ("Observe", true), ("Resign", false)],
+    ),
+    ("v3lockpb.Lock", &[("Lock", false), ("Unlock", false)]),
+];
+
+/// Splits "/pkg.Service/Method".
+fn split(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix('/')?.split_once('/')
+}
+
+fn lookup(path: &str) -> Option<bool> {
+    let (service, method) = split(path)?;
+    let (_, methods) = METHODS.iter().find(|(s, _)| *s == service)?;
+    methods.iter().find(|(m, _)| *m == method).map(|(_, streaming)| *streaming)
+}
+
+fn not_yet(path: &str) -> Status {
+    Status::unimplemented(format!("corekv: {} is not implemented yet", path.trim_start_matches('/')))
+}
+
+/// The etcd services over one reactor's [`Backend`].
+pub struct EtcdService<B: Backend> {
+    backend: B,
+    limits: Limits,
+}
+
+impl<B: Backend> EtcdService<B> {
+    /// Services over `backend` with the given request limits.
+    pub fn new(backend: B, limits: Limits) -> Self {
+        EtcdService { backend, limits }
+    }
+
+    async fn call(self: Rc<Self>, path: String, body: Bytes) -> Result<Bytes, Status> {
+        let b = &self.backend;
+        match path.as_str() {
+            "/etcdserverpb.KV/Range" => kv::range(b, body).await,
+            "/etcdserverpb.KV/Put" => kv::put(b, body, &self.limits).await,
+            "/etcdserverpb.KV/DeleteRange" => kv::delete_range(b, body, &self.limits).await,
+            "/etcdserverpb.KV/Txn" => kv::txn(b, body, &self.limits).await,
+            "/etcdserverpb.KV/Compact" => kv::compact(b, body).await,
+            "/etcdserverpb.Maintenance/Status" => Ok(self.status()),
+            other => Err(not_yet(other)),
+        }
+    }
+
+    fn status(&self) -> Bytes {
+        let s = self.backend.status();
+        let id = self.backend.identity();
+        let resp = pb::StatusResponse {
+            header: Some(pb::ResponseHeader {
+                cluster_id: id.cluster_id,
+                member_id: id.member_id,
+                revision: s.revision,
+                raft_term: s.raft_term,
+            }),
+            version: SERVER_VERSION.to_string(),
+            db_size: s.db_size as i64,
+            leader: s.leader,
+            raft_index: s.raft_index,
+            raft_term: s.raft_term,
+            raft_applied_index: s.raft_applied_index,
+            errors: Vec::new(),
+            db_size_in_use: s.db_size_in_use as i64,
+            is_learner: false,
+            ..Default::default()
+        };
+        Bytes::from(resp.encode_to_vec())
+    }
+
+    fn metrics(&self) -> String {
+        let s = self.backend.status();
+        let id = self.backend.identity();
+        let has_leader = u8::from(s.leader != 0);
+        let is_leader = u8::from(s.leader == id.member_id);
+        format!(
+            "# TYPE etcd_server_has_leader gauge\netcd_server_has_leader {has_leader}\n\
+             # TYPE etcd_server_is_leader gauge\netcd_server_is_leader {is_leader}\n\
+             # TYPE etcd_server_version gauge\netcd_server_version{{server_version=\"{SERVER_VERSION}\"}} 1\n\
+             # TYPE etcd_mvcc_db_total_size_in_bytes gauge\netcd_mvcc_db_total_size_in_bytes {}\n\
+             # TYPE etcd_mvcc_db_total_size_in_use_in_bytes gauge\netcd_mvcc_db_total_size_in_use_in_bytes {}\n\
+             # TYPE etcd_debugging_mvcc_current_revision gauge\netcd_debugging_mvcc_current_revision {}\n\
+             # TYPE etcd_server_proposals_committed_total gauge\netcd_server_proposals_committed_total {}\n\
+             # TYPE etcd_server_proposals_applied_total gauge\netcd_server_proposals_applied_total {}\n",
+            s.db_size, s.db_size_in_use, s.revision, s.raft_index, s.raft_applied_index
+        )
+    }
+}
+
+impl<B: Backend> Service for EtcdService<B> {
+    fn method_kind(&self, path: &str) -> MethodKind {
+        match lookup(path) {
+            Some(true) => MethodKind::Streaming,
+            Some(false) => MethodKind::Unary,
+            None => MethodKind::Unknown,
+        }
+    }
+
+    fn has_service(&self, service: &str) -> bool {
+        METHODS.iter().any(|(s, _)| *s == service)
+    }
+
+    fn unary(
+        self: Rc<Self>,
+        path: String,
+        request: Bytes,
+        _ctx: CallContext,
+    ) -> LocalBoxFuture<'static, Result<Bytes, Status>> {
+        Box::pin(self.call(path, request))
+    }
+
+    fn streaming(
+        self: Rc<Self>,
+        path: String,
+        _requests: RequestStream,
+        _responses: ResponseSink,
+        _ctx: CallContext,
+    ) -> LocalBoxFuture<'static, Status> {
+        Box::pin(async move { not_yet(&path) })
+    }
+
+    fn http_get(&self, target: &str) -> Option<HttpReply> {
+        let path = target.split('?').next().unwrap_or(target);
+        let json = "application/json";
+        let (content_type, body) = match path {
+            "/health" | "/livez" | "/readyz" => (json, r#"{"health":"true","reason":""}"#.to_string()),
+            "/version" => (json, format!(r#"{{"etcdserver":"{SERVER_VERSION}","etcdcluster":"{CLUSTER_VERSION}"}}"#)),
+            "/metrics" => ("text/plain; version=0.0.4", self.metrics()),
+            _ => return None,
+        };
+        Some(HttpReply { status: 200, content_type, body: Bytes::from(body) })
+    }
+}

@@ -1,0 +1,13 @@
+//! corekv: an etcd-compatible, replicated key-value store built as an
+//! io_uring thread-per-core server. ARCHITECTURE.md is the code map.
+
+pub mod types;
+#[macro_use]
+pub mod log;
+pub mod api;
+pub mod apply;
+pub mod config;
+pub mod mvcc;
+pub mod node;
+pub mod runtime;
+pub mod wal;

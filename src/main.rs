@@ -1,0 +1,38 @@
+//! The `corekv` server binary: etcd's command line, then the node.
+
+use std::process::ExitCode;
+
+use corekv::config::{self, Parsed};
+use corekv::{log, log_error};
+
+fn main() -> ExitCode {
+    let parsed = config::parse(std::env::args().skip(1), std::env::vars());
+    let config = match parsed {
+        Ok(Parsed::Run(c)) => c,
+        Ok(Parsed::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("corekv Version: {}", env!("CARGO_PKG_VERSION"));
+            println!("etcd API Version: {}", corekv::api::SERVER_VERSION);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("corekv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = log::init(config.log_level, &config.log_outputs) {
+        eprintln!("corekv: {e}");
+        return ExitCode::from(2);
+    }
+    config.log_notices();
+    match corekv::node::run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log_error!("corekv could not start", "error" => e.to_string());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! One reactor's view of the node: routes messages from other reactors,
+//! and serves the etcd services' requests by proposing writes to the
+//! sequencer and reading from the shards.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::msg::{Msg, ReadReply, ReadReq};
+use super::sequencer::Proposals;
+use super::shard::{Shard, ShardLink, ShardState};
+use super::Shared;
+use crate::api::backend::{Backend, Identity, ReadResult, StatusInfo};
+use crate::api::grpc::LocalBoxFuture;
+use crate::apply::command::{Command, Item, Origin, Range};
+use crate::apply::range::{merge_parts, RangeResult, Shape};
+use crate::apply::{merge, ApplyError, Exchange, Outcome, RangeMap, Reply};
+use crate::mvcc::End;
+use crate::mvcc::MvccStore;
+use crate::runtime::local::{oneshot, Sender};
+use crate::runtime::{Inbox, Outbox};
+use crate::types::{ReactorId, ShardId};
+
+/// The sequencer runs on reactor 0.
+const SEQUENCER: ReactorId = ReactorId(0);
+
+struct WriteWait {
+    parts: Vec<Reply>,
+    tx: Option<Sender<Outcome>>,
+}
+
+struct Local {
+    me: ReactorId,
+    shared: Arc<Shared>,
+    outbox: Outbox<Msg>,
+    map: Rc<RangeMap>,
+    shard: Rc<Shard>,
+    proposals: Option<Rc<Proposals>>,
+    seq: Cell<u64>,
+    writes: RefCell<HashMap<u64, WriteWait>>,
+    reads: RefCell<HashMap<u64, Sender<ReadReply>>>,
+}
+
+/// A reactor's handle on the node; cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle(Rc<Local>);
+
+impl NodeHandle {
+    pub(super) fn new(
+        me: ReactorId,
+        shared: Arc<Shared>,
+        outbox: Outbox<Msg>,
+        map: Rc<RangeMap>,
+        shard: Rc<Shard>,
+    ) -> NodeHandle {
+        let proposals = (me == SEQUENCER).then(|| Rc::new(Proposals::default()));
+        NodeHandle(Rc::new(Local {
+            me,
+            shared,
+            outbox,
+            map,
+            shard,
+            proposals,
+            seq: Cell::new(0),
+            writes: RefCell::new(HashMap::new()),
+            reads: RefCell::new(HashMap::new()),
+        }))
+    }
+
+    pub(super) fn shared(&self) -> &Shared {
+        &self.0.shared
+    }
+
+    pub(super) fn proposals(&self) -> Rc<Proposals> {
+        match &self.0.proposals {
+            Some(p) => p.clone(),
+            None => super::fatal("the sequencer runs on reactor 0 only"),
+        }
+    }
+
+    pub(super) fn link(&self) -> Rc<Link> {
+        Rc::new(Link(self.clone()))
+    }
+
+    fn next_seq(&self) -> u64 {
+        let s = self.0.seq.get() + 1;
+        self.0.seq.set(s);
+        s
+    }
+
+    /// Sends to a reactor; to this one, delivers at once.
+    fn send(&self, to: ReactorId, msg: Msg) {
+        if to == self.0.me {
+            self.deliver(msg);
+        } else {
+            self.0.outbox.push(to, msg);
+        }
+    }
+
+    /// Sends a message made by `make` to every reactor, this one included.
+    pub(super) fn broadcast(&self, make: impl Fn() -> Msg) {
+        for r in 0..self.0.outbox.reactors() {
+            self.send(ReactorId(r as u16), make());
+        }
+    }
+
+    /// Receives other reactors' messages, forever.
+    pub(super) async fn dispatch(self, inbox: Inbox<Msg>) {
+        while let Ok(batch) = inbox.recv_async().await {
+            for msg in batch {
+                self.deliver(msg);
+            }
+        }
+    }
+
+    fn deliver(&self, msg: Msg) {
+        let l = &self.0;
+        match msg {
+            Msg::Propose(item) => match &l.proposals {
+                Some(p) => p.push(item),
+                None => crate::log_error!("a proposal reached a reactor without the sequencer", "reactor" => l.me.0),
+            },
+            Msg::Committed(c) => l.shard.enqueue(c),
+            Msg::Exchange(e) => l.shard.add_exchange(e),
+            Msg::Read(req) => {
+                let this = self.clone();
+                monoio::spawn(async move {
+                    let from = req.from;
+                    let reply = this.0.shard.read(req).await;
+                    this.send(from, Msg::ReadDone(reply));
+                });
+            }
+            Msg::ReadDone(r) => {
+                if let Some(tx) = l.reads.borrow_mut().remove(&r.seq) {
+                    tx.send(r);
+                }
+            }
+            Msg::Reply(r) => self.on_reply(r),
+            Msg::Serve(index) => l.shard.serve_from(index),
+        }
+    }
+
+    fn on_reply(&self, r: Reply) {
+        let seq = r.origin.seq;
+        let mut writes = self.0.writes.borrow_mut();
+        let Some(w) = writes.get_mut(&seq) else { return };
+        let total = r.parts_total as usize;
+        w.parts.push(r);
+        if w.parts.len() >= total {
+            if let Some(w) = writes.remove(&seq) {
+                drop(writes);
+                if let Some(tx) = w.tx {
+                    tx.send(merge(w.parts));
+                }
+            }
+        }
+    }
+
+    async fn propose_cmd(self, cmd: Command) -> Outcome {
+        let seq = self.next_seq();
+        let (tx, rx) = oneshot();
+        self.0.writes.borrow_mut().insert(seq, WriteWait { parts: Vec::new(), tx: Some(tx) });
+        let origin = Origin { member: self.0.shared.member.get(), reactor: self.0.me.0, boot: self.0.shared.boot, seq };
+        self.send(SEQUENCER, Msg::Propose(Item { origin, cmd }));
+        // Dropping this future (the client went away) leaves the entry to
+        // be removed when the reply arrives.
+        rx.await.unwrap_or(Outcome { revision: 0, result: Err(ApplyError::Stopped) })
+    }
+
+    async fn read_shard(&self, shard: ShardId, req: ReadReq) -> ReadReply {
+        let owner = ReactorId(shard.0);
+        if owner == self.0.me {
+            return self.0.shard.read(req).await;
+        }
+        let (tx, rx) = oneshot();
+        self.0.reads.borrow_mut().insert(req.seq, tx);
+        self.send(owner, Msg::Read(req));
+        rx.await.unwrap_or(ReadReply { seq: 0, applied_rev: 0, result: Err(ApplyError::Stopped) })
+    }
+
+    async fn read_all(&self, shards: &[ShardId], r: &Range, at_least: i64, linearizable: bool) -> Vec<ReadReply> {
+        let futures = shards.iter().map(|&s| {
+            let mut req = ReadReq::of(r, self.next_seq(), self.0.me, linearizable);
+            req.at_least = at_least;
+            self.read_shard(s, req)
+        });
+        futures_util::future::join_all(futures).await
+    }
+
+    async fn range_cmd(self, r: Range, linearizable: bool) -> Result<ReadResult, ApplyError> {
+        let shape = Shape::of(&r);
+        let span = self.0.map.overlapping(&r.key, End::from_range_end(&r.range_end));
+        let Some((first, last)) = span else {
+            // An empty range: nothing to read, at the local shard's revision.
+            let revision = self.0.shard.state.borrow().rev;
+            return Ok(ReadResult { revision, result: RangeResult::default() });
+        };
+        let shards: Vec<ShardId> = (first.0..=last.0).map(ShardId).collect();
+        let mut replies = self.read_all(&shards, &r, 0, linearizable).await;
+        let revision = replies.iter().map(|x| x.applied_rev).max().unwrap_or(1);
+        if r.revision <= 0 {
+            // The shards read at their own revisions; those behind the
+            // newest read again at it, so all parts show one revision.
+            let behind: Vec<usize> = (0..replies.len()).filter(|&i| replies[i].applied_rev < revision).collect();
+            if !behind.is_empty() {
+                let again: Vec<ShardId> = behind.iter().map(|&i| shards[i]).collect();
+                let redo = self.read_all(&again, &r, revision, false).await;
+                for (i, reply) in behind.into_iter().zip(redo) {
+                    replies[i] = reply;
+                }
+            }
+        }
+        let mut parts = Vec::with_capacity(replies.len());
+        for reply in replies {
+            parts.push(reply.result?);
+        }
+        Ok(ReadResult { revision, result: merge_parts(parts, &shape) })
+    }
+}
+
+impl Backend for NodeHandle {
+    fn identity(&self) -> Identity {
+        Identity { cluster_id: self.0.shared.cluster.get(), member_id: self.0.shared.member.get() }
+    }
+
+    fn raft_term(&self) -> u64 {
+        self.0.shared.stats.term.load(Ordering::Relaxed)
+    }
+
+    fn propose(&self, cmd: Command) -> LocalBoxFuture<'static, Outcome> {
+        Box::pin(self.clone().propose_cmd(cmd))
+    }
+
+    fn range(&self, req: Range, linearizable: bool) -> LocalBoxFuture<'static, Result<ReadResult, ApplyError>> {
+        Box::pin(self.clone().range_cmd(req, linearizable))
+    }
+
+    fn status(&self) -> StatusInfo {
+        let st = &self.0.shared.stats;
+        let revision = st.revs.iter().map(|r| r.load(Ordering::Relaxed)).max().unwrap_or(1);
+        let db_size = st.sizes.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+        let applied = st.applied.iter().map(|a| a.load(Ordering::Relaxed)).min().unwrap_or(0);
+        StatusInfo {
+            revision,
+            db_size,
+            db_size_in_use: db_size,
+            raft_index: st.raft_index.load(Ordering::Relaxed),
+            raft_applied_index: applied,
+            raft_term: st.term.load(Ordering::Relaxed),
+            leader: self.0.shared.member.get(),
+        }
+    }
+}
+
+/// The shard's apply loop's way out to the reactor.
+pub struct Link(NodeHandle);
+
+impl ShardLink for Link {
+    fn broadcast_exchange(&self, e: &Exchange) {
+        let me = self.0 .0.me;
+        for r in 0..self.0 .0.outbox.reactors() {
+            let to = ReactorId(r as u16);
+            if to != me {
+                self.0.send(to, Msg::Exchange(e.clone()));
+            }
+        }
+    }
+
+    fn reply(&self, r: Reply) {
+        self.0.send(ReactorId(r.origin.reactor), Msg::Reply(r));
+    }
+
+    fn origin_filter(&self) -> (u64, u32) {
+        (self.0 .0.shared.member.get(), self.0 .0.shared.boot)
+    }
+
+    fn publish(&self, s: &ShardState) {
+        let st = &self.0 .0.shared.stats;
+        let i = s.id.idx();
+        st.revs[i].store(s.rev, Ordering::Relaxed);
+        st.sizes[i].store(s.store.size_bytes(), Ordering::Relaxed);
+        st.applied[i].store(s.applied.get(), Ordering::Relaxed);
+    }
+}

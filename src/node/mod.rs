@@ -1,0 +1,271 @@
+//! The wiring of one node: reactors, the sequencer with its WAL, the shards
+//! and the client listeners. The only module that knows all the parts
+//! (DESIGN §9).
+//!
+//! Reactor `i` owns shard `i`. Reactor 0 also runs the sequencer: it opens
+//! the WAL, queues the recovered entries for every shard, and from then on
+//! turns proposals into durable entries. A reactor starts accepting clients
+//! once its shard has applied everything recovery queued.
+
+mod handle;
+mod msg;
+mod sequencer;
+mod shard;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use handle::NodeHandle;
+
+use crate::api::grpc::{serve_connection, ServerLimits};
+use crate::api::kv::Limits;
+use crate::api::EtcdService;
+use crate::apply::command::aligned_copy;
+use crate::apply::RangeMap;
+use crate::config::Config;
+use crate::runtime::{self, Inbox, Mesh, Outbox};
+use crate::types::{ClusterId, MemberId, RaftIndex, ReactorId, ShardId, Term};
+use crate::wal::{Wal, WalOptions};
+use msg::{Committed, Msg};
+use shard::{fatal, Shard};
+
+/// gRPC's allowance for framing above `--max-request-bytes`, as etcd sets it.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// Cap on concurrent streams per client connection.
+const STREAMS_PER_CONN_MAX: u32 = 4096;
+/// A connection that has not finished its HTTP/2 handshake by then is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Figures every reactor publishes for Status and metrics. Atomics, read
+/// off the request path.
+pub struct Stats {
+    revs: Vec<AtomicI64>,
+    sizes: Vec<AtomicU64>,
+    applied: Vec<AtomicU64>,
+    raft_index: AtomicU64,
+    term: AtomicU64,
+}
+
+impl Stats {
+    fn new(n: usize) -> Stats {
+        Stats {
+            revs: (0..n).map(|_| AtomicI64::new(1)).collect(),
+            sizes: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            applied: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            raft_index: AtomicU64::new(0),
+            term: AtomicU64::new(1),
+        }
+    }
+}
+
+/// What every reactor of the node shares: configuration and identity.
+pub struct Shared {
+    member: MemberId,
+    cluster: ClusterId,
+    boot: u32,
+    shards: usize,
+    wal_dir: PathBuf,
+    wal_options: WalOptions,
+    client_addrs: Vec<SocketAddr>,
+    limits: Limits,
+    max_concurrent_streams: u32,
+    stats: Stats,
+    mesh: Mesh<Msg>,
+    inboxes: Mutex<Vec<Option<Inbox<Msg>>>>,
+    advertise: String,
+    name: String,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A directory could not be made.
+    #[error("cannot create {}: {source}", .path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A client URL is already in use or cannot be bound.
+    #[error("listen tcp {addr}: bind: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A URL has no usable address.
+    #[error("cannot resolve client URL {0}")]
+    Resolve(String),
+    /// A reactor thread could not be started.
+    #[error("cannot start reactor threads: {0}")]
+    Threads(io::Error),
+}
+
+fn boot_number() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos as u32) ^ std::process::id().rotate_left(16)
+}
+
+/// Checks that nobody listens on `addr` yet: reactors bind with
+/// SO_REUSEPORT, which would otherwise share a port with another process.
+fn probe(addr: SocketAddr) -> Result<(), StartError> {
+    std::net::TcpListener::bind(addr).map(drop).map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Starts the node described by `config` and runs it until the process
+/// ends.
+pub fn run(config: &Config) -> Result<(), StartError> {
+    let n = config.cores.max(1);
+    let wal_dir = config.data_dir.join("member").join("wal");
+    std::fs::create_dir_all(&wal_dir).map_err(|source| StartError::DataDir { path: wal_dir.clone(), source })?;
+    let mut client_addrs = Vec::new();
+    for url in &config.listen_client_urls {
+        let addrs = url.socket_addrs().map_err(|_| StartError::Resolve(url.as_str().to_string()))?;
+        for addr in addrs {
+            probe(addr)?;
+            client_addrs.push(addr);
+        }
+    }
+    if client_addrs.is_empty() {
+        return Err(StartError::Resolve("(no --listen-client-urls)".to_string()));
+    }
+    let (mesh, inboxes) = Mesh::new(n);
+    let shared = Arc::new(Shared {
+        member: config.member_id(),
+        cluster: config.cluster_id(),
+        boot: boot_number(),
+        shards: n,
+        wal_dir,
+        wal_options: WalOptions { direct_io: !config.wal_buffered_io, ..WalOptions::default() },
+        client_addrs,
+        limits: Limits {
+            max_request_bytes: config.max_request_bytes as usize,
+            max_txn_ops: config.max_txn_ops as usize,
+        },
+        max_concurrent_streams: config.max_concurrent_streams.min(STREAMS_PER_CONN_MAX),
+        stats: Stats::new(n),
+        mesh,
+        inboxes: Mutex::new(inboxes.into_iter().map(Some).collect()),
+        advertise: config.advertise_client_urls.iter().map(|u| u.as_str().to_string()).collect::<Vec<_>>().join(","),
+        name: config.name.clone(),
+    });
+    crate::log_info!(
+        "starting corekv",
+        "name" => config.name.as_str(),
+        "data-dir" => config.data_dir.display().to_string(),
+        "reactors" => n,
+        "member-id" => shared.member,
+        "cluster-id" => shared.cluster
+    );
+    let handles = runtime::start(n, move |id| reactor_main(id, shared.clone())).map_err(StartError::Threads)?;
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+async fn reactor_main(id: ReactorId, shared: Arc<Shared>) {
+    let inbox = shared.inboxes.lock().ok().and_then(|mut v| v.get_mut(id.idx()).and_then(Option::take));
+    let Some(inbox) = inbox else { fatal("reactor inbox missing") };
+    let map = Rc::new(RangeMap::initial(shared.shards));
+    let shard = Shard::new(ShardId(id.0));
+    let outbox = Outbox::new(shared.mesh.clone());
+    let node = NodeHandle::new(id, shared.clone(), outbox, map.clone(), shard.clone());
+    monoio::spawn(node.clone().dispatch(inbox));
+    monoio::spawn(shard::apply_loop(shard.clone(), map, node.link()));
+    monoio::spawn(shard::compaction_loop(shard.clone(), node.link()));
+    if id.0 == 0 {
+        start_sequencer(&node, &shared);
+    }
+    shard.wait_serving().await;
+    let service = Rc::new(EtcdService::new(node.clone(), shared.limits));
+    let limits = ServerLimits {
+        max_recv_msg_bytes: shared.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
+        max_concurrent_streams: shared.max_concurrent_streams,
+        handshake_timeout: Some(HANDSHAKE_TIMEOUT),
+        ..ServerLimits::default()
+    };
+    for &addr in &shared.client_addrs {
+        let opts = monoio::net::ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(1024);
+        let listener = match monoio::net::TcpListener::bind_with_config(addr, &opts) {
+            Ok(l) => l,
+            Err(e) => fatal(&format!("listen tcp {addr}: bind: {e}")),
+        };
+        let (service, limits) = (service.clone(), limits.clone());
+        monoio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        monoio::spawn(serve_connection(stream, Some(peer), service.clone(), limits.clone()));
+                    }
+                    Err(e) => {
+                        crate::log_warn!("accept failed", "address" => addr.to_string(), "error" => e.to_string());
+                        monoio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+    }
+    if id.0 == 0 {
+        announce(&shared);
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Opens the WAL, queues what it recovered for every shard, then runs the
+/// sequencer. Runs on reactor 0 before it serves.
+fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
+    let (wal, recovered) = match Wal::open(&shared.wal_dir, shared.wal_options) {
+        Ok(w) => w,
+        Err(e) => fatal(&e.to_string()),
+    };
+    if let Some((file, offset)) = &recovered.truncated_tail {
+        crate::log_warn!("truncated a torn write at the end of the WAL", "file" => file.display().to_string(), "offset" => *offset);
+    }
+    let term = Term(recovered.hard_state.term.get().max(1));
+    shared.stats.term.store(term.get(), Ordering::Relaxed);
+    let mut last = RaftIndex(0);
+    let count = recovered.entries.len();
+    for e in recovered.entries {
+        last = e.index;
+        let c = Arc::new(Committed { index: e.index, data: aligned_copy(&e.data) });
+        node.broadcast(|| Msg::Committed(c.clone()));
+    }
+    shared.stats.raft_index.store(last.get(), Ordering::Relaxed);
+    crate::log_info!("recovered the WAL", "entries" => count, "last-index" => last.get());
+    node.broadcast(|| Msg::Serve(last));
+    let proposals = node.proposals();
+    let node = node.clone();
+    let stats_node = node.clone();
+    monoio::spawn(sequencer::run(proposals, wal, term, shared.member, move |c| {
+        stats_node.shared().stats.raft_index.store(c.index.get(), Ordering::Relaxed);
+        node.broadcast(|| Msg::Committed(c.clone()));
+    }));
+}
+
+/// The start-up lines etcd operators' tooling waits for.
+fn announce(shared: &Shared) {
+    let member = shared.member;
+    crate::log_info!(
+        "published local member to cluster through raft",
+        "local-member-id" => member,
+        "local-member-attributes" => format!("{{Name:{} ClientURLs:[{}]}}", shared.name, shared.advertise),
+        "cluster-id" => shared.cluster
+    );
+    crate::log_info!("enabled capabilities for version", "cluster-version" => "3.5");
+    crate::log_info!("ready to serve client requests");
+    for addr in &shared.client_addrs {
+        crate::log_info!(
+            "serving client traffic insecurely; this is strongly discouraged!",
+            "address" => addr.to_string()
+        );
+    }
+}
