@@ -9,9 +9,11 @@ use crate::types::ShardId;
 
 /// Split points of the key space. Shard `i` owns `[splits[i-1], splits[i])`,
 /// with an empty lower bound for shard 0 and no upper bound for the last.
+/// Each change of the split points makes a new version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RangeMap {
     splits: Vec<Vec<u8>>,
+    version: u64,
 }
 
 impl RangeMap {
@@ -30,7 +32,7 @@ impl RangeMap {
                 k
             })
             .collect();
-        RangeMap { splits }
+        RangeMap { splits, version: 0 }
     }
 
     /// A map with explicit split points, which must be strictly ascending
@@ -38,7 +40,46 @@ impl RangeMap {
     pub fn from_splits(splits: Vec<Vec<u8>>) -> RangeMap {
         assert!(splits.windows(2).all(|w| w[0] < w[1]), "split points must ascend");
         assert!(splits.iter().all(|s| !s.is_empty()), "a split point is never the empty key");
-        RangeMap { splits }
+        RangeMap { splits, version: 0 }
+    }
+
+    /// The next version of this map, with split point `i` moved to `key`,
+    /// or `None` if `key` does not lie strictly between its neighbours.
+    pub fn with_split(&self, i: usize, key: Vec<u8>) -> Option<RangeMap> {
+        let above_lower = i == 0 || self.splits[i - 1] < key;
+        let below_upper = self.splits.get(i + 1).is_none_or(|upper| key < *upper);
+        if i >= self.splits.len() || key.is_empty() || !above_lower || !below_upper {
+            return None;
+        }
+        let mut splits = self.splits.clone();
+        splits[i] = key;
+        Some(RangeMap { splits, version: self.version + 1 })
+    }
+
+    /// The map's version: 0 for the initial map, one more per change.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether the ranges of `a` in this map and of `b` in `other` share a
+    /// key.
+    pub fn ranges_meet(&self, a: ShardId, other: &RangeMap, b: ShardId) -> bool {
+        let (lo_a, hi_a) = self.bounds(a);
+        let (lo_b, hi_b) = other.bounds(b);
+        let lo = lo_a.max(lo_b);
+        match (hi_a, hi_b) {
+            (None, None) => true,
+            (Some(h), None) | (None, Some(h)) => lo < h,
+            (Some(x), Some(y)) => lo < x.min(y),
+        }
+    }
+
+    /// The part of `shard`'s range in this map that `to` owns in `new`, as
+    /// a start key and an end.
+    pub fn moved_range<'a>(&'a self, shard: ShardId, new: &'a RangeMap, to: ShardId) -> Option<(&'a [u8], End<'a>)> {
+        let (lo, hi) = new.bounds(to);
+        let end = hi.map_or(End::Unbounded, End::Before);
+        self.clip(shard, lo, end)
     }
 
     /// Number of shards.
@@ -149,6 +190,20 @@ mod tests {
         assert_eq!(m.clip(ShardId(2), b"a", End::Before(b"m")), None);
         assert_eq!(m.clip(ShardId(1), b"g", End::Single), Some((&b"g"[..], End::Single)));
         assert_eq!(m.clip(ShardId(0), b"g", End::Single), None);
+    }
+
+    #[test]
+    fn moving_a_split_point_moves_exactly_the_keys_between() {
+        let m = map();
+        let n = m.with_split(0, b"c".to_vec()).expect("valid split");
+        assert_eq!(n.version(), 1);
+        assert_eq!(n.owner(b"d"), ShardId(1));
+        assert_eq!(m.moved_range(ShardId(0), &n, ShardId(1)), Some((&b"c"[..], End::Before(b"f"))));
+        assert_eq!(m.moved_range(ShardId(0), &n, ShardId(2)), None);
+        assert!(m.ranges_meet(ShardId(0), &n, ShardId(1)));
+        assert!(!m.ranges_meet(ShardId(2), &n, ShardId(1)));
+        assert!(m.with_split(0, b"m".to_vec()).is_none(), "must stay below the next split");
+        assert!(m.with_split(1, b"f".to_vec()).is_none(), "must stay above the previous split");
     }
 
     #[test]

@@ -456,6 +456,16 @@ impl MvccStore for MemStore {
         self.keys.keys().nth(self.keys.len() / 2).map(|key| key.to_vec())
     }
 
+    fn key_at(&self, n: u64, from_high: bool) -> Option<Vec<u8>> {
+        let n = usize::try_from(n).ok()?;
+        let key = if from_high {
+            self.keys.iter().rev().filter(|(_, v)| is_live(v)).nth(n)
+        } else {
+            self.keys.iter().filter(|(_, v)| is_live(v)).nth(n)
+        };
+        key.map(|(k, _)| k.to_vec())
+    }
+
     /// The histories leave compacted at [`MemStore::compacted_revision`], so
     /// a compaction pending here does not have to be redone elsewhere.
     fn take_range(&mut self, start: &[u8], end: End<'_>) -> Vec<KeyHistory> {

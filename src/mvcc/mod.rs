@@ -196,6 +196,11 @@ pub trait MvccStore {
     /// count, if there are at least two keys.
     fn split_key(&self) -> Option<Vec<u8>>;
 
+    /// The live key `n` places from the low end of the store (from the high
+    /// end if `from_high`), if there are more than `n` live keys: where to
+    /// cut to hand `n` keys to a neighbouring shard.
+    fn key_at(&self, n: u64, from_high: bool) -> Option<Vec<u8>>;
+
     /// Removes and returns every version of every key in `[start, end)`
     /// (the range leaves this shard).
     fn take_range(&mut self, start: &[u8], end: End<'_>) -> Vec<KeyHistory>;

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::msg::{Msg, ReadReply, ReadReq};
+use super::msg::{Msg, ReadError, ReadReply, ReadReq};
 use super::sequencer::Proposals;
 use super::shard::{Shard, ShardLink, ShardState};
 use super::Shared;
@@ -17,14 +17,12 @@ use crate::api::grpc::LocalBoxFuture;
 use crate::apply::command::{Command, Item, Origin, Range};
 use crate::apply::range::{merge_parts, RangeResult, Shape};
 use crate::apply::{merge, ApplyError, Exchange, Outcome, RangeMap, Reply};
-use crate::mvcc::End;
-use crate::mvcc::MvccStore;
-use crate::runtime::local::{oneshot, Sender};
+use crate::mvcc::{End, KeyHistory, MvccStore};
+use crate::runtime::local::{oneshot, Notify, Sender};
 use crate::runtime::{Inbox, Outbox};
 use crate::types::{ReactorId, ShardId};
 
-/// The sequencer runs on reactor 0.
-const SEQUENCER: ReactorId = ReactorId(0);
+use super::SEQUENCER;
 
 struct WriteWait {
     parts: Vec<Reply>,
@@ -35,12 +33,15 @@ struct Local {
     me: ReactorId,
     shared: Arc<Shared>,
     outbox: Outbox<Msg>,
-    map: Rc<RangeMap>,
+    /// The range map this reactor routes reads with: its shard's.
+    map: RefCell<Rc<RangeMap>>,
+    map_changed: Notify,
     shard: Rc<Shard>,
     proposals: Option<Rc<Proposals>>,
     seq: Cell<u64>,
     writes: RefCell<HashMap<u64, WriteWait>>,
     reads: RefCell<HashMap<u64, Sender<ReadReply>>>,
+    splits: RefCell<HashMap<u64, Sender<Option<Vec<u8>>>>>,
 }
 
 /// A reactor's handle on the node; cheap to clone.
@@ -60,12 +61,14 @@ impl NodeHandle {
             me,
             shared,
             outbox,
-            map,
+            map: RefCell::new(map),
+            map_changed: Notify::default(),
             shard,
             proposals,
             seq: Cell::new(0),
             writes: RefCell::new(HashMap::new()),
             reads: RefCell::new(HashMap::new()),
+            splits: RefCell::new(HashMap::new()),
         }))
     }
 
@@ -139,6 +142,17 @@ impl NodeHandle {
             }
             Msg::Reply(r) => self.on_reply(r),
             Msg::Serve(index) => l.shard.serve_from(index),
+            Msg::Remap(m) => l.shard.enqueue_remap(m),
+            Msg::Transfer { version, histories } => l.shard.add_transfer(version, histories),
+            Msg::SplitQuery { seq, n, from_high } => {
+                let key = l.shard.state.borrow().store.key_at(n, from_high);
+                self.send(super::SEQUENCER, Msg::SplitKey { seq, key });
+            }
+            Msg::SplitKey { seq, key } => {
+                if let Some(tx) = l.splits.borrow_mut().remove(&seq) {
+                    tx.send(key);
+                }
+            }
         }
     }
 
@@ -177,12 +191,43 @@ impl NodeHandle {
         let (tx, rx) = oneshot();
         self.0.reads.borrow_mut().insert(req.seq, tx);
         self.send(owner, Msg::Read(req));
-        rx.await.unwrap_or(ReadReply { seq: 0, applied_rev: 0, result: Err(ApplyError::Stopped) })
+        rx.await.unwrap_or(ReadReply { seq: 0, applied_rev: 0, result: Err(ReadError::Apply(ApplyError::Stopped)) })
     }
 
-    async fn read_all(&self, shards: &[ShardId], r: &Range, at_least: i64, linearizable: bool) -> Vec<ReadReply> {
+    /// Asks shard `shard` for the key `n` live keys from one of its edges.
+    pub(super) async fn split_key(&self, shard: ShardId, n: u64, from_high: bool) -> Option<Vec<u8>> {
+        let seq = self.next_seq();
+        let (tx, rx) = oneshot();
+        self.0.splits.borrow_mut().insert(seq, tx);
+        self.send(ReactorId(shard.0), Msg::SplitQuery { seq, n, from_high });
+        rx.await.flatten()
+    }
+
+    /// The range map this reactor routes with.
+    pub(super) fn map(&self) -> Rc<RangeMap> {
+        self.0.map.borrow().clone()
+    }
+
+    async fn map_at_least(&self, version: u64) -> Rc<RangeMap> {
+        loop {
+            let m = self.map();
+            if m.version() >= version {
+                return m;
+            }
+            self.0.map_changed.notified().await;
+        }
+    }
+
+    async fn read_all(
+        &self,
+        shards: &[ShardId],
+        r: &Range,
+        at_least: i64,
+        linearizable: bool,
+        map_version: u64,
+    ) -> Vec<ReadReply> {
         let futures = shards.iter().map(|&s| {
-            let mut req = ReadReq::of(r, self.next_seq(), self.0.me, linearizable);
+            let mut req = ReadReq::of(r, self.next_seq(), self.0.me, linearizable, map_version);
             req.at_least = at_least;
             self.read_shard(s, req)
         });
@@ -190,15 +235,30 @@ impl NodeHandle {
     }
 
     async fn range_cmd(self, r: Range, linearizable: bool) -> Result<ReadResult, ApplyError> {
-        let shape = Shape::of(&r);
-        let span = self.0.map.overlapping(&r.key, End::from_range_end(&r.range_end));
+        let mut map = self.map();
+        loop {
+            match self.range_with(&map, &r, linearizable).await {
+                Err(ReadError::Moved(v)) => map = self.map_at_least(v.max(map.version() + 1)).await,
+                Err(ReadError::Apply(e)) => return Err(e),
+                Ok(result) => return Ok(result),
+            }
+        }
+    }
+
+    async fn range_with(&self, map: &RangeMap, r: &Range, linearizable: bool) -> Result<ReadResult, ReadError> {
+        let shape = Shape::of(r);
+        let v = map.version();
+        let span = map.overlapping(&r.key, End::from_range_end(&r.range_end));
         let Some((first, last)) = span else {
             // An empty range: nothing to read, at the local shard's revision.
             let revision = self.0.shard.state.borrow().rev;
             return Ok(ReadResult { revision, result: RangeResult::default() });
         };
         let shards: Vec<ShardId> = (first.0..=last.0).map(ShardId).collect();
-        let mut replies = self.read_all(&shards, &r, 0, linearizable).await;
+        let mut replies = self.read_all(&shards, r, 0, linearizable, v).await;
+        if let Some(e) = replies.iter().find_map(|x| x.result.as_ref().err()) {
+            return Err(*e);
+        }
         let revision = replies.iter().map(|x| x.applied_rev).max().unwrap_or(1);
         if r.revision <= 0 {
             // The shards read at their own revisions; those behind the
@@ -206,7 +266,7 @@ impl NodeHandle {
             let behind: Vec<usize> = (0..replies.len()).filter(|&i| replies[i].applied_rev < revision).collect();
             if !behind.is_empty() {
                 let again: Vec<ShardId> = behind.iter().map(|&i| shards[i]).collect();
-                let redo = self.read_all(&again, &r, revision, false).await;
+                let redo = self.read_all(&again, r, revision, false, v).await;
                 for (i, reply) in behind.into_iter().zip(redo) {
                     replies[i] = reply;
                 }
@@ -282,5 +342,16 @@ impl ShardLink for Link {
         st.revs[i].store(s.rev, Ordering::Relaxed);
         st.sizes[i].store(s.store.size_bytes(), Ordering::Relaxed);
         st.applied[i].store(s.applied.get(), Ordering::Relaxed);
+        st.keys[i].store(s.store.live_keys(), Ordering::Relaxed);
+        st.map_versions[i].store(s.map.version(), Ordering::Relaxed);
+    }
+
+    fn transfer(&self, to: ShardId, version: u64, histories: Vec<KeyHistory>) {
+        self.0.send(ReactorId(to.0), Msg::Transfer { version, histories });
+    }
+
+    fn map_changed(&self, map: Rc<RangeMap>) {
+        *self.0 .0.map.borrow_mut() = map;
+        self.0 .0.map_changed.notify();
     }
 }

@@ -7,6 +7,7 @@
 //! turns proposals into durable entries. A reactor starts accepting clients
 //! once its shard has applied everything recovery queued.
 
+mod balance;
 mod handle;
 mod msg;
 mod sequencer;
@@ -40,6 +41,8 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 const STREAMS_PER_CONN_MAX: u32 = 4096;
 /// A connection that has not finished its HTTP/2 handshake by then is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The reactor that runs the sequencer and the balancer.
+const SEQUENCER: ReactorId = ReactorId(0);
 
 /// Figures every reactor publishes for Status and metrics. Atomics, read
 /// off the request path.
@@ -47,6 +50,8 @@ pub struct Stats {
     revs: Vec<AtomicI64>,
     sizes: Vec<AtomicU64>,
     applied: Vec<AtomicU64>,
+    keys: Vec<AtomicU64>,
+    map_versions: Vec<AtomicU64>,
     raft_index: AtomicU64,
     term: AtomicU64,
 }
@@ -57,6 +62,8 @@ impl Stats {
             revs: (0..n).map(|_| AtomicI64::new(1)).collect(),
             sizes: (0..n).map(|_| AtomicU64::new(0)).collect(),
             applied: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            keys: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            map_versions: (0..n).map(|_| AtomicU64::new(0)).collect(),
             raft_index: AtomicU64::new(0),
             term: AtomicU64::new(1),
         }
@@ -175,14 +182,17 @@ async fn reactor_main(id: ReactorId, shared: Arc<Shared>) {
     let inbox = shared.inboxes.lock().ok().and_then(|mut v| v.get_mut(id.idx()).and_then(Option::take));
     let Some(inbox) = inbox else { fatal("reactor inbox missing") };
     let map = Rc::new(RangeMap::initial(shared.shards));
-    let shard = Shard::new(ShardId(id.0));
+    let shard = Shard::new(ShardId(id.0), map.clone());
     let outbox = Outbox::new(shared.mesh.clone());
-    let node = NodeHandle::new(id, shared.clone(), outbox, map.clone(), shard.clone());
+    let node = NodeHandle::new(id, shared.clone(), outbox, map, shard.clone());
     monoio::spawn(node.clone().dispatch(inbox));
-    monoio::spawn(shard::apply_loop(shard.clone(), map, node.link()));
+    monoio::spawn(shard::apply_loop(shard.clone(), node.link()));
     monoio::spawn(shard::compaction_loop(shard.clone(), node.link()));
-    if id.0 == 0 {
+    if id == SEQUENCER {
         start_sequencer(&node, &shared);
+        if shared.shards > 1 {
+            monoio::spawn(balance::run(node.clone()));
+        }
     }
     shard.wait_serving().await;
     let service = Rc::new(EtcdService::new(node.clone(), shared.limits));
@@ -214,7 +224,7 @@ async fn reactor_main(id: ReactorId, shared: Arc<Shared>) {
             }
         });
     }
-    if id.0 == 0 {
+    if id == SEQUENCER {
         announce(&shared);
     }
     std::future::pending::<()>().await;

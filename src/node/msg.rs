@@ -6,7 +6,8 @@ use rkyv::util::AlignedVec;
 
 use crate::apply::command::{Item, Range};
 use crate::apply::range::{RangePart, Shape};
-use crate::apply::{ApplyError, Exchange, Reply};
+use crate::apply::{ApplyError, Exchange, RangeMap, Reply};
+use crate::mvcc::KeyHistory;
 use crate::types::{RaftIndex, ReactorId};
 
 /// A log entry every shard applies, shared read-only between reactors.
@@ -36,14 +37,17 @@ pub struct ReadReq {
     pub at_least: i64,
     /// Wait for every batch the shard has received before reading.
     pub linearizable: bool,
+    /// The range map version the reader routed with.
+    pub map_version: u64,
     /// How to filter, sort and limit.
     pub shape: Shape,
 }
 
 impl ReadReq {
     /// A read of `r` from reactor `from`.
-    pub fn of(r: &Range, seq: u64, from: ReactorId, linearizable: bool) -> ReadReq {
+    pub fn of(r: &Range, seq: u64, from: ReactorId, linearizable: bool, map_version: u64) -> ReadReq {
         ReadReq {
+            map_version,
             seq,
             from,
             key: r.key.clone(),
@@ -64,7 +68,17 @@ pub struct ReadReply {
     /// The shard's revision when it read.
     pub applied_rev: i64,
     /// Its part of the result.
-    pub result: Result<RangePart, ApplyError>,
+    pub result: Result<RangePart, ReadError>,
+}
+
+/// Why a shard did not serve a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The request fails as etcd's would.
+    Apply(ApplyError),
+    /// The shard's range changed: the reader must route again with a map
+    /// of at least this version.
+    Moved(u64),
 }
 
 /// Everything that travels between reactors.
@@ -84,4 +98,31 @@ pub enum Msg {
     Reply(Reply),
     /// Recovery is queued up to this index: serve clients once applied.
     Serve(RaftIndex),
+    /// From the balancer: shards own these ranges from this point of the
+    /// log on.
+    Remap(Arc<RangeMap>),
+    /// Key histories that move to the receiving shard with a remap.
+    Transfer {
+        /// The map version that moved them.
+        version: u64,
+        /// The keys with all their versions.
+        histories: Vec<KeyHistory>,
+    },
+    /// From the balancer: which key is `n` live keys from an edge of the
+    /// receiving shard?
+    SplitQuery {
+        /// Request number on the balancer's reactor.
+        seq: u64,
+        /// How many keys to count.
+        n: u64,
+        /// Count from the high end.
+        from_high: bool,
+    },
+    /// The answer to a `SplitQuery`.
+    SplitKey {
+        /// The request number it answers.
+        seq: u64,
+        /// The key, if the shard has enough.
+        key: Option<Vec<u8>>,
+    },
 }

@@ -7,11 +7,11 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::msg::{Committed, ReadReply, ReadReq};
+use super::msg::{Committed, ReadError, ReadReply, ReadReq};
 use crate::apply::command::access_batch;
 use crate::apply::range::read_part;
 use crate::apply::{ApplyError, BatchRun, Exchange, RangeMap, Reply};
-use crate::mvcc::{End, MemStore, MvccStore};
+use crate::mvcc::{End, KeyHistory, MemStore, MvccStore};
 use crate::runtime::local::{oneshot, yield_now, Notify, Sender};
 use crate::types::{RaftIndex, ShardId};
 
@@ -26,6 +26,16 @@ enum Wait {
     Applied(RaftIndex),
     /// The shard's revision has reached this.
     Rev(i64),
+    /// The shard holds the keys of this range map version (or a later one).
+    Map(u64),
+}
+
+/// What the apply loop takes from its queue, in log order.
+pub enum Queued {
+    /// A durable log entry.
+    Batch(Arc<Committed>),
+    /// A new range map, effective between two entries.
+    Remap(Arc<RangeMap>),
 }
 
 /// The state of one shard, owned by its reactor.
@@ -44,8 +54,11 @@ pub struct ShardState {
     pub received: RaftIndex,
     /// Recovery is queued up to this index (None until the sequencer says).
     pub serve_from: Option<RaftIndex>,
-    queue: VecDeque<Arc<Committed>>,
+    /// The range map whose keys this shard holds.
+    pub map: Rc<RangeMap>,
+    queue: VecDeque<Queued>,
     exchanges: HashMap<(u64, u32), Vec<Exchange>>,
+    transfers: HashMap<u64, Vec<Vec<KeyHistory>>>,
     waiters: Vec<(Wait, Sender<()>)>,
     deferred: Vec<Reply>,
 }
@@ -56,6 +69,7 @@ impl ShardState {
             Wait::Serving => self.serve_from.is_some_and(|i| self.applied >= i),
             Wait::Applied(i) => self.applied >= *i,
             Wait::Rev(r) => self.rev >= *r,
+            Wait::Map(v) => self.map.version() >= *v,
         }
     }
 
@@ -82,7 +96,7 @@ pub struct Shard {
 
 impl Shard {
     /// An empty shard at revision 1, as a fresh etcd starts.
-    pub fn new(id: ShardId) -> Rc<Shard> {
+    pub fn new(id: ShardId, map: Rc<RangeMap>) -> Rc<Shard> {
         Rc::new(Shard {
             state: RefCell::new(ShardState {
                 id,
@@ -92,8 +106,10 @@ impl Shard {
                 applied: RaftIndex(0),
                 received: RaftIndex(0),
                 serve_from: None,
+                map,
                 queue: VecDeque::new(),
                 exchanges: HashMap::new(),
+                transfers: HashMap::new(),
                 waiters: Vec::new(),
                 deferred: Vec::new(),
             }),
@@ -107,8 +123,20 @@ impl Shard {
     pub fn enqueue(&self, c: Arc<Committed>) {
         let mut s = self.state.borrow_mut();
         s.received = s.received.max(c.index);
-        s.queue.push_back(c);
+        s.queue.push_back(Queued::Batch(c));
         self.work.notify();
+    }
+
+    /// Queues a range map change after the entries queued so far.
+    pub fn enqueue_remap(&self, m: Arc<RangeMap>) {
+        self.state.borrow_mut().queue.push_back(Queued::Remap(m));
+        self.work.notify();
+    }
+
+    /// Takes key histories another shard hands over with a remap.
+    pub fn add_transfer(&self, version: u64, histories: Vec<KeyHistory>) {
+        self.state.borrow_mut().transfers.entry(version).or_default().push(histories);
+        self.exchange.notify();
     }
 
     /// Takes another shard's exchange.
@@ -145,6 +173,13 @@ impl Shard {
     /// Serves a read of this shard's part of a range.
     pub async fn read(&self, req: ReadReq) -> ReadReply {
         self.wait_serving().await;
+        // A reader ahead of this shard's map waits for the shard to hold
+        // the keys of that map; one behind must route again.
+        self.wait(Wait::Map(req.map_version)).await;
+        let version = self.state.borrow().map.version();
+        if version != req.map_version {
+            return ReadReply { seq: req.seq, applied_rev: 0, result: Err(ReadError::Moved(version)) };
+        }
         let fresh = {
             let s = self.state.borrow();
             // A linearizable read, or one that names a revision this shard
@@ -159,10 +194,12 @@ impl Shard {
             self.wait(Wait::Rev(req.at_least)).await;
         }
         let s = self.state.borrow();
-        let result = if req.rev > 0 && req.rev > s.rev {
-            Err(ApplyError::FutureRev)
+        let result = if s.map.version() != req.map_version {
+            Err(ReadError::Moved(s.map.version()))
+        } else if req.rev > 0 && req.rev > s.rev {
+            Err(ReadError::Apply(ApplyError::FutureRev))
         } else if req.rev > 0 && req.rev < s.compact_rev {
-            Err(ApplyError::Compacted)
+            Err(ReadError::Apply(ApplyError::Compacted))
         } else {
             let at = if req.rev > 0 {
                 req.rev
@@ -176,12 +213,24 @@ impl Shard {
         ReadReply { seq: req.seq, applied_rev: s.rev, result }
     }
 
-    async fn next_batch(&self) -> Arc<Committed> {
+    async fn next_item(&self) -> Queued {
         loop {
-            if let Some(c) = self.state.borrow_mut().queue.pop_front() {
-                return c;
+            if let Some(q) = self.state.borrow_mut().queue.pop_front() {
+                return q;
             }
             self.work.notified().await;
+        }
+    }
+
+    async fn transfers(&self, version: u64, want: usize) -> Vec<Vec<KeyHistory>> {
+        loop {
+            {
+                let mut s = self.state.borrow_mut();
+                if s.transfers.get(&version).map_or(0, Vec::len) >= want {
+                    return s.transfers.remove(&version).unwrap_or_default();
+                }
+            }
+            self.exchange.notified().await;
         }
     }
 
@@ -209,66 +258,107 @@ pub trait ShardLink {
     fn origin_filter(&self) -> (u64, u32);
     /// Publishes the shard's figures for Status.
     fn publish(&self, s: &ShardState);
+    /// Sends key histories to the shard that owns them under a new map.
+    fn transfer(&self, to: ShardId, version: u64, histories: Vec<KeyHistory>);
+    /// Tells the reactor the shard now holds the keys of `map`.
+    fn map_changed(&self, map: Rc<RangeMap>);
 }
 
-/// Applies committed batches in order, forever.
-pub async fn apply_loop<L: ShardLink>(shard: Rc<Shard>, map: Rc<RangeMap>, link: Rc<L>) {
-    let n = map.shards();
-    let (member, boot) = link.origin_filter();
-    let no_leases = |_: i64| false;
+/// Applies committed batches (and range map changes) in order, forever.
+pub async fn apply_loop<L: ShardLink>(shard: Rc<Shard>, link: Rc<L>) {
     loop {
-        let c = shard.next_batch().await;
-        if !c.data.is_empty() {
-            let batch = match access_batch(&c.data) {
-                Ok(b) => b,
-                Err(e) => fatal(&format!("log entry {} does not decode: {e}", c.index)),
-            };
-            let (id, rev, compact_rev) = {
-                let s = shard.state.borrow();
-                (s.id, s.rev, s.compact_rev)
-            };
-            let mut run = BatchRun::new(batch, c.index, &map, id, rev, compact_rev, &no_leases);
-            loop {
-                let mine = run.plan_segment(&shard.state.borrow().store);
-                let mut all = if n > 1 {
-                    link.broadcast_exchange(&mine);
-                    shard.exchanges(mine.index, mine.segment, n - 1).await
-                } else {
-                    Vec::new()
-                };
-                all.push(mine);
-                run.absorb(all);
-                if run.done() {
-                    break;
-                }
-            }
-            let applied = {
-                let mut s = shard.state.borrow_mut();
-                let applied = run.apply(&mut s.store, member, boot);
-                s.rev = applied.rev;
-                s.compact_rev = applied.compact_rev;
-                applied
-            };
-            for r in applied.replies {
-                if r.physical {
-                    shard.state.borrow_mut().deferred.push(r);
-                    shard.compact.notify();
-                } else {
-                    link.reply(r);
-                }
-            }
-        }
-        let mut s = shard.state.borrow_mut();
-        s.applied = c.index;
-        s.wake_waiters();
-        link.publish(&s);
-        if s.store.compact_step(0) {
-            // Nothing pending: physical compaction replies can go.
-            release_deferred(&mut s, &*link);
-        } else {
-            shard.compact.notify();
+        match shard.next_item().await {
+            Queued::Batch(c) => apply_batch(&shard, &*link, &c).await,
+            Queued::Remap(m) => remap(&shard, &*link, m).await,
         }
     }
+}
+
+async fn apply_batch<L: ShardLink>(shard: &Rc<Shard>, link: &L, c: &Committed) {
+    if !c.data.is_empty() {
+        let batch = match access_batch(&c.data) {
+            Ok(b) => b,
+            Err(e) => fatal(&format!("log entry {} does not decode: {e}", c.index)),
+        };
+        let (member, boot) = link.origin_filter();
+        let no_leases = |_: i64| false;
+        let (id, rev, compact_rev, map) = {
+            let s = shard.state.borrow();
+            (s.id, s.rev, s.compact_rev, s.map.clone())
+        };
+        let n = map.shards();
+        let mut run = BatchRun::new(batch, c.index, &map, id, rev, compact_rev, &no_leases);
+        loop {
+            let mine = run.plan_segment(&shard.state.borrow().store);
+            let mut all = if n > 1 {
+                link.broadcast_exchange(&mine);
+                shard.exchanges(mine.index, mine.segment, n - 1).await
+            } else {
+                Vec::new()
+            };
+            all.push(mine);
+            run.absorb(all);
+            if run.done() {
+                break;
+            }
+        }
+        let applied = {
+            let mut s = shard.state.borrow_mut();
+            let applied = run.apply(&mut s.store, member, boot);
+            s.rev = applied.rev;
+            s.compact_rev = applied.compact_rev;
+            applied
+        };
+        for r in applied.replies {
+            if r.physical {
+                shard.state.borrow_mut().deferred.push(r);
+                shard.compact.notify();
+            } else {
+                link.reply(r);
+            }
+        }
+    }
+    let mut s = shard.state.borrow_mut();
+    s.applied = c.index;
+    s.wake_waiters();
+    link.publish(&s);
+    if s.store.compact_step(0) {
+        // Nothing pending: physical compaction replies can go.
+        release_deferred(&mut s, link);
+    } else {
+        shard.compact.notify();
+    }
+}
+
+/// Hands the keys this shard loses under `new` to their new owners and
+/// takes the keys it gains, then adopts `new`.
+async fn remap<L: ShardLink>(shard: &Rc<Shard>, link: &L, new: Arc<RangeMap>) {
+    let new = Rc::new(RangeMap::clone(&new));
+    let (id, old) = {
+        let s = shard.state.borrow();
+        (s.id, s.map.clone())
+    };
+    let shards = (0..new.shards()).map(|i| ShardId(i as u16)).filter(|&j| j != id);
+    let mut expected = 0;
+    for j in shards {
+        if let Some((start, end)) = old.moved_range(id, &new, j) {
+            let histories = shard.state.borrow_mut().store.take_range(start, end);
+            link.transfer(j, new.version(), histories);
+        }
+        if old.ranges_meet(j, &new, id) {
+            expected += 1;
+        }
+    }
+    let incoming = shard.transfers(new.version(), expected).await;
+    let mut s = shard.state.borrow_mut();
+    for histories in incoming {
+        s.store.insert_histories(histories);
+    }
+    s.map = new.clone();
+    s.wake_waiters();
+    link.publish(&s);
+    drop(s);
+    link.map_changed(new);
 }
 
 fn release_deferred<L: ShardLink + ?Sized>(s: &mut ShardState, link: &L) {

@@ -1,0 +1,466 @@
+//! The command line of `corekv-bench`: parsing and validation into
+//! [`Options`]. Owns no I/O; every error names the flag at fault.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Longest run a `--duration` may ask for; bounds the per-second timeline.
+const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Largest `--key-space-size`: keys are zero-padded decimal numbers.
+const KEY_SPACE_SIZE_MAX: u64 = 1_000_000_000_000;
+/// Largest `--key-size` and `--val-size`, well under etcd's 1.5 MiB request
+/// limit so the generator never measures its own rejected requests.
+const KEY_SIZE_MAX: usize = 64 * 1024;
+const VAL_SIZE_MAX: usize = 1024 * 1024;
+/// Bounds on concurrency: one monoio runtime per thread, tasks per client.
+const THREADS_MAX: usize = 256;
+const CLIENTS_MAX: usize = 1_000_000;
+
+/// The usage text printed by `--help`.
+pub const USAGE: &str = "\
+corekv-bench: an etcd v3 load generator (gRPC), for corekv and etcd alike
+
+USAGE: corekv-bench [OPTIONS] <WORKLOAD>
+
+WORKLOADS
+  put         Put(key, value)
+  range       Range of one key, or with --range-prefix of every key under
+              --prefix (with --limit, --count-only)
+  txn-put     Kubernetes create: Txn(mod_revision(key) == 0 -> Put)
+  txn-cas     Kubernetes update: Txn(mod_revision(key) == R -> Put, else Get);
+              R is the revision this thread last saw for the key
+  txn-delete  Kubernetes delete: Txn(mod_revision(key) == R -> Delete, else Get)
+  delete      DeleteRange(key)
+
+OPTIONS
+  --endpoints LIST       comma-separated host:port or http://host:port
+                         [default: 127.0.0.1:2379]
+  --threads N            generator threads, one monoio runtime each [1]
+  --conns N              gRPC connections in all, split over threads [1]
+  --clients N            concurrent client tasks in all; client i of a
+                         thread uses its connection i mod conns [1]
+  --total N              stop after N requests [10000]
+  --duration D           stop after D (10s, 500ms, 2m); instead of --total
+  --rate R               at most R requests/s in all; latency then counts
+                         from each request's scheduled start [unlimited]
+  --key-size N           bytes per key: --prefix, then a zero-padded
+                         decimal key number [8]
+  --val-size N           bytes per value [8]
+  --key-space-size N     distinct keys [100000]
+  --sequential-keys      keys in order 0, 1, 2... instead of uniform random
+  --prefix P             key prefix [empty]
+  --consistency l|s      range: linearizable or serializable [l]
+  --range-prefix         range: every key under --prefix instead of one key
+  --limit N              range: at most N keys per response [0: no limit]
+  --count-only           range: ask only for the count
+  --preload N            put keys 0..N before measuring [range, txn-cas,
+                         txn-delete, delete: the key space; others: 0]
+  --seed S               random key seed [1]
+  --server-pid PID       also report this server process's CPU seconds per
+                         1,000 requests (measured phase only) and peak RSS
+  --json FILE            write the result as JSON to FILE
+  --progress / --no-progress   a progress line on stderr [on a terminal]
+  -h, --help             this text
+";
+
+/// What each request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// `Put(key, value)`.
+    Put,
+    /// `Range` of one key or of a prefix.
+    Range,
+    /// `Txn(mod_revision == 0 -> Put)`.
+    TxnPut,
+    /// `Txn(mod_revision == R -> Put, else Get)`.
+    TxnCas,
+    /// `Txn(mod_revision == R -> Delete, else Get)`.
+    TxnDelete,
+    /// `DeleteRange(key)`.
+    Delete,
+}
+
+impl WorkloadKind {
+    const ALL: [WorkloadKind; 6] = [
+        WorkloadKind::Put,
+        WorkloadKind::Range,
+        WorkloadKind::TxnPut,
+        WorkloadKind::TxnCas,
+        WorkloadKind::TxnDelete,
+        WorkloadKind::Delete,
+    ];
+
+    /// The workload's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Put => "put",
+            WorkloadKind::Range => "range",
+            WorkloadKind::TxnPut => "txn-put",
+            WorkloadKind::TxnCas => "txn-cas",
+            WorkloadKind::TxnDelete => "txn-delete",
+            WorkloadKind::Delete => "delete",
+        }
+    }
+
+    fn parse(name: &str) -> Option<WorkloadKind> {
+        WorkloadKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Workloads that read or change existing keys start from a filled key
+    /// space unless told otherwise.
+    fn preloads_by_default(self) -> bool {
+        matches!(self, WorkloadKind::Range | WorkloadKind::TxnCas | WorkloadKind::TxnDelete | WorkloadKind::Delete)
+    }
+}
+
+/// When a run ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// After this many requests (successful or not).
+    Total(u64),
+    /// After this much time; requests in flight then still complete.
+    Duration(Duration),
+}
+
+/// Everything a run needs to know, validated.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub workload: WorkloadKind,
+    /// `host:port` strings, scheme stripped.
+    pub endpoints: Vec<String>,
+    pub threads: usize,
+    pub conns: usize,
+    pub clients: usize,
+    pub stop: Stop,
+    /// Requests per second over all threads.
+    pub rate: Option<f64>,
+    pub key_size: usize,
+    pub val_size: usize,
+    pub key_space_size: u64,
+    pub sequential_keys: bool,
+    pub prefix: Vec<u8>,
+    pub serializable: bool,
+    pub range_prefix: bool,
+    pub limit: i64,
+    pub count_only: bool,
+    /// Keys `0..preload` are put before the measured phase.
+    pub preload: u64,
+    pub seed: u64,
+    pub server_pid: Option<i32>,
+    pub json: Option<PathBuf>,
+    /// `None`: show progress when stderr is a terminal.
+    pub progress: Option<bool>,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Print [`USAGE`].
+    Help,
+    /// Run a benchmark.
+    Run(Options),
+}
+
+/// Parses the arguments after the program name. Accepts `--flag value`
+/// and `--flag=value`.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let mut workload = None;
+    let mut endpoints = vec!["127.0.0.1:2379".to_string()];
+    let (mut threads, mut conns, mut clients) = (1usize, 1usize, 1usize);
+    let (mut total, mut duration) = (None, None);
+    let mut rate = None;
+    let (mut key_size, mut val_size, mut key_space_size) = (8usize, 8usize, 100_000u64);
+    let mut sequential_keys = false;
+    let mut prefix = Vec::new();
+    let mut serializable = false;
+    let (mut range_prefix, mut limit, mut count_only) = (false, 0i64, false);
+    let mut preload = None;
+    let mut seed = 1u64;
+    let mut server_pid = None;
+    let mut json = None;
+    let mut progress = None;
+
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "-h" || arg == "--help" {
+            return Ok(Command::Help);
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            if workload.is_some() {
+                return Err(format!("unexpected argument {arg:?}: the workload is given already"));
+            }
+            workload = Some(WorkloadKind::parse(arg).ok_or_else(|| {
+                let names: Vec<_> = WorkloadKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown workload {arg:?}; expected one of {}", names.join(", "))
+            })?);
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (flag, None),
+        };
+        // Boolean flags take no separate value; `--flag=false` turns them off.
+        let boolean = |inline: Option<String>| -> Result<bool, String> {
+            match inline.as_deref() {
+                None | Some("true") => Ok(true),
+                Some("false") => Ok(false),
+                Some(other) => Err(format!("--{name}: expected true or false, got {other:?}")),
+            }
+        };
+        match name {
+            "sequential-keys" => sequential_keys = boolean(inline)?,
+            "range-prefix" => range_prefix = boolean(inline)?,
+            "count-only" => count_only = boolean(inline)?,
+            "progress" => progress = Some(boolean(inline)?),
+            "no-progress" => progress = Some(!boolean(inline)?),
+            _ => {
+                let value = match inline {
+                    Some(value) => value,
+                    None => {
+                        let value = args.get(i).ok_or_else(|| format!("--{name} needs a value"))?;
+                        i += 1;
+                        value.clone()
+                    }
+                };
+                let value = value.as_str();
+                match name {
+                    "endpoints" => endpoints = parse_endpoints(value)?,
+                    "threads" => threads = parse_count(name, value, 1, THREADS_MAX)?,
+                    "conns" => conns = parse_count(name, value, 1, CLIENTS_MAX)?,
+                    "clients" => clients = parse_count(name, value, 1, CLIENTS_MAX)?,
+                    "total" => total = Some(parse_count(name, value, 1, usize::MAX)? as u64),
+                    "duration" => duration = Some(parse_duration(value).map_err(|e| format!("--duration: {e}"))?),
+                    "rate" => rate = parse_rate(value)?,
+                    "key-size" => key_size = parse_count(name, value, 1, KEY_SIZE_MAX)?,
+                    "val-size" => val_size = parse_count(name, value, 0, VAL_SIZE_MAX)?,
+                    "key-space-size" => {
+                        key_space_size = parse_count(name, value, 1, KEY_SPACE_SIZE_MAX as usize)? as u64
+                    }
+                    "prefix" => prefix = value.as_bytes().to_vec(),
+                    "consistency" => serializable = parse_consistency(value)?,
+                    "limit" => limit = parse_count(name, value, 0, i64::MAX as usize)? as i64,
+                    "preload" => preload = Some(parse_count(name, value, 0, KEY_SPACE_SIZE_MAX as usize)? as u64),
+                    "seed" => seed = parse_count(name, value, 0, usize::MAX)? as u64,
+                    "server-pid" => server_pid = Some(parse_count(name, value, 1, i32::MAX as usize)? as i32),
+                    "json" => json = Some(PathBuf::from(value)),
+                    _ => return Err(format!("unknown option --{name} (see --help)")),
+                }
+            }
+        }
+    }
+
+    let workload = workload.ok_or("no workload given (see --help)")?;
+    let stop = match (total, duration) {
+        (Some(_), Some(_)) => return Err("give --total or --duration, not both".into()),
+        (None, Some(duration)) => Stop::Duration(duration),
+        (Some(total), None) => Stop::Total(total),
+        (None, None) => Stop::Total(10_000),
+    };
+    if conns < threads {
+        return Err(format!("--conns {conns} is less than --threads {threads}: every thread needs a connection"));
+    }
+    if clients < conns {
+        return Err(format!("--clients {clients} is less than --conns {conns}: a connection would carry no client"));
+    }
+    let digits = decimal_digits(key_space_size - 1);
+    if key_size < prefix.len() + digits {
+        return Err(format!(
+            "--key-size {key_size} is too small for --prefix of {} bytes and --key-space-size {key_space_size} \
+             ({digits} digits): use --key-size {} or more",
+            prefix.len(),
+            prefix.len() + digits
+        ));
+    }
+    let preload = preload.unwrap_or(if workload.preloads_by_default() { key_space_size } else { 0 });
+    if preload > key_space_size {
+        return Err(format!("--preload {preload} is larger than --key-space-size {key_space_size}"));
+    }
+    if workload != WorkloadKind::Range && (range_prefix || limit != 0 || count_only) {
+        return Err("--range-prefix, --limit and --count-only apply to the range workload only".into());
+    }
+    Ok(Command::Run(Options {
+        workload,
+        endpoints,
+        threads,
+        conns,
+        clients,
+        stop,
+        rate,
+        key_size,
+        val_size,
+        key_space_size,
+        sequential_keys,
+        prefix,
+        serializable,
+        range_prefix,
+        limit,
+        count_only,
+        preload,
+        seed,
+        server_pid,
+        json,
+        progress,
+    }))
+}
+
+/// Number of decimal digits needed to write `n`.
+pub fn decimal_digits(mut n: u64) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
+}
+
+fn parse_count(name: &str, value: &str, min: usize, max: usize) -> Result<usize, String> {
+    let n: usize = value.replace('_', "").parse().map_err(|_| format!("--{name}: {value:?} is not a whole number"))?;
+    if n < min || n > max {
+        return Err(format!("--{name}: {n} is outside {min}..={max}"));
+    }
+    Ok(n)
+}
+
+fn parse_rate(value: &str) -> Result<Option<f64>, String> {
+    let rate: f64 = value.parse().map_err(|_| format!("--rate: {value:?} is not a number"))?;
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(format!("--rate: {value:?} must be a finite number >= 0"));
+    }
+    Ok((rate > 0.0).then_some(rate))
+}
+
+fn parse_consistency(value: &str) -> Result<bool, String> {
+    match value {
+        "l" | "linearizable" => Ok(false),
+        "s" | "serializable" => Ok(true),
+        _ => Err(format!("--consistency: expected l or s, got {value:?}")),
+    }
+}
+
+/// `host:port` from `host:port` or `http://host:port[/]`, comma-separated.
+fn parse_endpoints(value: &str) -> Result<Vec<String>, String> {
+    let mut endpoints = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if item.starts_with("https://") || item.starts_with("unixs://") {
+            return Err(format!("--endpoints: {item:?}: TLS endpoints are not supported yet"));
+        }
+        let bare = item.strip_prefix("http://").unwrap_or(item).trim_end_matches('/');
+        if !bare.contains(':') {
+            return Err(format!("--endpoints: {item:?} has no port"));
+        }
+        endpoints.push(bare.to_string());
+    }
+    if endpoints.is_empty() {
+        return Err("--endpoints: no endpoint given".into());
+    }
+    Ok(endpoints)
+}
+
+/// `10s`, `1.5s`, `500ms`, `250us`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("{value:?} is not a duration like 10s or 500ms"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => number / 1e3,
+        "us" | "µs" => number / 1e6,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("{value:?}: unknown unit {unit:?} (use us, ms, s, m or h)")),
+    };
+    if !(seconds > 0.0) || seconds > DURATION_MAX.as_secs_f64() {
+        return Err(format!("{value:?} is outside (0, {}s]", DURATION_MAX.as_secs()));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(line: &str) -> Result<Options, String> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        match parse(&args)? {
+            Command::Run(options) => Ok(options),
+            Command::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn flags_take_separate_or_inline_values() {
+        let a = run("put --clients 10 --conns=2 --endpoints http://127.0.0.1:1,127.0.0.2:2/").unwrap();
+        assert_eq!(a.clients, 10);
+        assert_eq!(a.conns, 2);
+        assert_eq!(a.endpoints, vec!["127.0.0.1:1", "127.0.0.2:2"]);
+        assert_eq!(a.stop, Stop::Total(10_000));
+    }
+
+    #[test]
+    fn duration_units_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+    }
+
+    #[test]
+    fn total_and_duration_exclude_each_other() {
+        assert!(run("put --total 5 --duration 1s").is_err());
+        assert_eq!(run("put --duration 3s").unwrap().stop, Stop::Duration(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn key_size_must_fit_prefix_and_key_numbers() {
+        let err = run("put --prefix /registry/pods/ --key-size 8").unwrap_err();
+        assert!(err.contains("--key-size 20 or more"), "{err}");
+        assert!(run("put --prefix /r/ --key-size 8 --key-space-size 100000").is_ok());
+        assert!(run("put --key-space-size 1 --key-size 1").is_ok());
+    }
+
+    #[test]
+    fn reading_workloads_preload_the_key_space_by_default() {
+        assert_eq!(run("range --key-space-size 50").unwrap().preload, 50);
+        assert_eq!(run("put --key-space-size 50").unwrap().preload, 0);
+        assert_eq!(run("delete --key-space-size 50 --preload 7").unwrap().preload, 7);
+        assert!(run("range --key-space-size 50 --preload 51").is_err());
+    }
+
+    #[test]
+    fn concurrency_must_give_every_connection_a_client() {
+        assert!(run("put --conns 10 --clients 5").is_err());
+        assert!(run("put --threads 2 --conns 1 --clients 5").is_err());
+        assert!(run("put --threads 2 --conns 2 --clients 5").is_ok());
+    }
+
+    #[test]
+    fn range_options_parse_and_belong_to_range() {
+        let r = run("range --consistency s --range-prefix --limit 10 --count-only").unwrap();
+        assert!(r.serializable && r.range_prefix && r.count_only);
+        assert_eq!(r.limit, 10);
+        assert!(!run("range --consistency=linearizable").unwrap().serializable);
+        assert!(run("put --limit 3").is_err());
+        assert!(run("range --consistency x").is_err());
+    }
+
+    #[test]
+    fn unknown_things_are_refused_by_name() {
+        assert!(run("put --frobnicate 3").unwrap_err().contains("--frobnicate"));
+        assert!(run("watch").unwrap_err().contains("unknown workload"));
+        assert!(run("--clients 3").unwrap_err().contains("no workload"));
+        assert!(run("put --endpoints https://a:1").unwrap_err().contains("TLS"));
+        assert!(run("put --rate 0").unwrap().rate.is_none());
+    }
+
+    #[test]
+    fn decimal_digits_counts() {
+        assert_eq!(decimal_digits(0), 1);
+        assert_eq!(decimal_digits(9), 1);
+        assert_eq!(decimal_digits(10), 2);
+        assert_eq!(decimal_digits(99_999), 5);
+    }
+}
