@@ -157,6 +157,17 @@ pub enum Slot<'b> {
     Deleted,
 }
 
+/// A key range as `BTreeMap::range` bounds; `None` when it is empty (a
+/// range the map would refuse).
+fn key_bounds<'k>(start: &'k [u8], end: End<'k>) -> Option<(Bound<&'k [u8]>, Bound<&'k [u8]>)> {
+    match end {
+        End::Single => Some((Bound::Included(start), Bound::Included(start))),
+        End::Unbounded => Some((Bound::Included(start), Bound::Unbounded)),
+        End::Before(e) if e <= start => None,
+        End::Before(e) => Some((Bound::Included(start), Bound::Excluded(e))),
+    }
+}
+
 /// Effects of the commands evaluated so far, over some base state.
 #[derive(Debug, Default)]
 pub struct Overlay<'b> {
@@ -173,12 +184,7 @@ impl<'b> Overlay<'b> {
     }
 
     fn range<'s>(&'s self, start: &[u8], end: End<'_>) -> Vec<(&'s [u8], &'s Slot<'b>)> {
-        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = match end {
-            End::Single => (Bound::Included(start), Bound::Included(start)),
-            End::Unbounded => (Bound::Included(start), Bound::Unbounded),
-            End::Before(e) if e <= start => return Vec::new(),
-            End::Before(e) => (Bound::Included(start), Bound::Excluded(e)),
-        };
+        let Some(bounds) = key_bounds(start, end) else { return Vec::new() };
         self.map.range::<[u8], _>(bounds).map(|(k, v)| (k.as_ref(), v)).collect()
     }
 
@@ -251,12 +257,7 @@ impl View for FullView {
     }
 
     fn for_each_live(&self, start: &[u8], end: End<'_>, f: &mut dyn FnMut(&[u8], LiveRef<'_>) -> ControlFlow<()>) {
-        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = match end {
-            End::Single => (Bound::Included(start), Bound::Included(start)),
-            End::Unbounded => (Bound::Included(start), Bound::Unbounded),
-            End::Before(e) if e <= start => return,
-            End::Before(e) => (Bound::Included(start), Bound::Excluded(e)),
-        };
+        let Some(bounds) = key_bounds(start, end) else { return };
         for (k, v) in self.map.range::<[u8], _>(bounds) {
             if f(k, v.as_ref()).is_break() {
                 return;

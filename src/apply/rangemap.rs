@@ -23,12 +23,15 @@ impl RangeMap {
     /// balancer moves the points to where the keys really are.
     pub fn initial(shards: usize) -> RangeMap {
         assert!(shards >= 1, "a node has at least one shard");
+        // Resource names are lower-case letters: spread the split points over
+        // three letters' worth of positions ('aaa'..'zzz'), strictly
+        // ascending for up to 26^3 shards.
+        const SPAN: usize = 26 * 26 * 26;
         let splits = (1..shards)
             .map(|i| {
+                let p = i * SPAN / shards;
                 let mut k = b"/registry/".to_vec();
-                // Resource names are lower-case letters: spread over 'a'..='z'.
-                let span = (b'z' - b'a' + 1) as usize;
-                k.push(b'a' + (i * span / shards) as u8);
+                k.extend([b'a' + (p / 676) as u8, b'a' + (p / 26 % 26) as u8, b'a' + (p % 26) as u8]);
                 k
             })
             .collect();
@@ -212,5 +215,7 @@ mod tests {
         assert_eq!(m.shards(), 4);
         assert_ne!(m.owner(b"/registry/configmaps/x"), m.owner(b"/registry/pods/x"));
         assert_eq!(RangeMap::initial(1).shards(), 1);
+        let big = RangeMap::initial(1024);
+        assert!(big.splits().windows(2).all(|w| w[0] < w[1]), "split points strictly ascend");
     }
 }
