@@ -79,18 +79,22 @@ impl Shape {
         }
     }
 
-    /// The order the result must be in; `None` for key order (what a scan
-    /// yields anyway).
-    fn effective_order(&self) -> Option<(i32, bool)> {
-        let mut order = self.sort_order;
-        if self.sort_target != TARGET_KEY && order == SORT_NONE {
-            order = SORT_ASCEND;
-        }
-        match order {
-            SORT_NONE => None,
-            SORT_ASCEND if self.sort_target == TARGET_KEY => None,
-            SORT_DESCEND => Some((self.sort_target, true)),
-            _ => Some((self.sort_target, false)),
+    fn has_filters(&self) -> bool {
+        self.min_mod != 0 || self.max_mod != 0 || self.min_create != 0 || self.max_create != 0
+    }
+
+    /// How etcd orders and cuts the result (its `applyRange`).
+    fn mode(&self) -> Mode {
+        match (self.sort_order, self.sort_target) {
+            (SORT_DESCEND, TARGET_KEY) => Mode::KeysDescending,
+            (SORT_DESCEND, t) => Mode::SortAll { target: t, desc: true },
+            (SORT_ASCEND, t) if t != TARGET_KEY => Mode::SortAll { target: t, desc: false },
+            // No order but a target other than the key: etcd cuts the
+            // key-ordered range at limit + 1 first and sorts only that
+            // (unless filters made it read everything).
+            (SORT_NONE, t) if t != TARGET_KEY && !self.has_filters() => Mode::SortFirst { target: t },
+            (SORT_NONE, t) if t != TARGET_KEY => Mode::SortAll { target: t, desc: false },
+            _ => Mode::Keys,
         }
     }
 
@@ -100,6 +104,20 @@ impl Shape {
             || (self.max_create != 0 && kv.create_revision > self.max_create)
             || (self.min_create != 0 && kv.create_revision < self.min_create))
     }
+}
+
+/// How a Range's result is ordered and cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Key order; stop one past the limit.
+    Keys,
+    /// Descending key order; stop one past the limit.
+    KeysDescending,
+    /// Every match, sorted by `target`, then cut at the limit.
+    SortAll { target: i32, desc: bool },
+    /// The first limit + 1 keys in key order, then sorted ascending by
+    /// `target` and cut at the limit.
+    SortFirst { target: i32 },
 }
 
 /// One shard's answer to a Range.
@@ -120,16 +138,18 @@ pub fn read_part<S: MvccStore + ?Sized>(store: &S, start: &[u8], end: End<'_>, r
     if shape.count_only {
         return RangePart { kvs: Vec::new(), count, truncated: false };
     }
-    let order = shape.effective_order();
+    let mode = shape.mode();
     let mut kvs = Vec::new();
     let mut passed = 0usize;
-    // Without a sort we can stop one past the limit; with one we need every
-    // match before choosing the first `limit`.
-    let keep_all = matches!(order, Some((t, _)) if t != TARGET_KEY);
+    // Sorting everything needs every match; otherwise one past the limit
+    // tells whether there is more.
+    let keep_all = matches!(mode, Mode::SortAll { .. });
+    // etcd sorts the first limit + 1 keys in SortFirst mode.
+    let cap = if let Mode::SortFirst { .. } = mode { limit.saturating_add(1) } else { limit };
     let mut visit = |kv: KvRef<'_>| {
         if shape.keeps(&kv) {
             passed += 1;
-            if keep_all || kvs.len() < limit {
+            if keep_all || kvs.len() < cap {
                 kvs.push(owned(&kv, shape.keys_only));
             } else {
                 return ControlFlow::Break(());
@@ -137,18 +157,18 @@ pub fn read_part<S: MvccStore + ?Sized>(store: &S, start: &[u8], end: End<'_>, r
         }
         ControlFlow::Continue(())
     };
-    if let Some((TARGET_KEY, true)) = order {
+    if mode == Mode::KeysDescending {
         store.scan_rev(start, end, rev, &mut visit);
     } else {
         store.scan(start, end, rev, &mut visit);
     }
-    if let Some((target, desc)) = order {
-        if target != TARGET_KEY {
-            sort(&mut kvs, target, desc);
-        }
+    let truncated = passed > kvs.len() || kvs.len() > limit;
+    if let Mode::SortAll { target, desc } = mode {
+        sort(&mut kvs, target, desc);
+        kvs.truncate(limit);
     }
-    let truncated = passed > limit || kvs.len() > limit;
-    kvs.truncate(limit);
+    // A SortFirst part stays in key order: the merge picks the first
+    // limit + 1 keys of all shards before sorting.
     RangePart { kvs, count, truncated }
 }
 
@@ -163,8 +183,9 @@ fn owned(kv: &KvRef<'_>, keys_only: bool) -> KeyValue {
     }
 }
 
-/// Sorts by `target`, ties broken by key so the order never depends on
-/// which shard a key came from.
+/// Sorts by `target`; ties stay in ascending key order in both directions
+/// (what etcd's sort does for the result sizes where it is stable), so the
+/// order never depends on which shard a key came from.
 fn sort(kvs: &mut [KeyValue], target: i32, desc: bool) {
     kvs.sort_by(|a, b| {
         let o = match target {
@@ -173,13 +194,9 @@ fn sort(kvs: &mut [KeyValue], target: i32, desc: bool) {
             TARGET_MOD => a.mod_revision.cmp(&b.mod_revision),
             TARGET_VALUE => a.value.cmp(&b.value),
             _ => Ordering::Equal,
-        }
-        .then_with(|| a.key.cmp(&b.key));
-        if desc {
-            o.reverse()
-        } else {
-            o
-        }
+        };
+        let o = if desc { o.reverse() } else { o };
+        o.then_with(|| a.key.cmp(&b.key))
     });
 }
 
@@ -195,28 +212,30 @@ pub struct RangeResult {
 }
 
 /// Merges the parts of the shards a Range spanned, given in shard order.
-pub fn merge_parts(parts: Vec<RangePart>, shape: &Shape) -> RangeResult {
+pub fn merge_parts(mut parts: Vec<RangePart>, shape: &Shape) -> RangeResult {
     let limit = if shape.limit > 0 { shape.limit as usize } else { usize::MAX };
-    let mut count = 0i64;
-    let mut truncated = false;
-    let mut kvs = Vec::new();
-    let order = shape.effective_order();
-    let descending_keys = matches!(order, Some((TARGET_KEY, true)));
-    let n = parts.len();
-    let mut parts = parts;
-    if descending_keys {
+    let mode = shape.mode();
+    if mode == Mode::KeysDescending {
         // Shard order is ascending key order: take the shards backwards.
         parts.reverse();
     }
+    let mut count = 0i64;
+    let mut truncated = false;
+    let mut kvs = Vec::new();
     for p in parts {
         count += p.count;
         truncated |= p.truncated;
         kvs.extend(p.kvs);
     }
-    if let Some((target, desc)) = order {
-        if target != TARGET_KEY && n > 1 {
-            sort(&mut kvs, target, desc);
+    match mode {
+        Mode::SortAll { target, desc } => sort(&mut kvs, target, desc),
+        Mode::SortFirst { target } => {
+            // etcd's cut: the first limit + 1 keys in key order, sorted.
+            truncated |= kvs.len() > limit;
+            kvs.truncate(limit.saturating_add(1));
+            sort(&mut kvs, target, false);
         }
+        Mode::Keys | Mode::KeysDescending => {}
     }
     let more = truncated || kvs.len() > limit;
     kvs.truncate(limit);
@@ -263,7 +282,7 @@ mod tests {
         let all = store(&[("a", "3"), ("b", "1"), ("c", "2"), ("d", "0")]);
         let left = store(&[("a", "3"), ("b", "1")]);
         let right = store(&[("c:4", "2"), ("d:5", "0")]);
-        for (order, target) in [(1, 4), (2, 4), (2, 0), (0, 0), (1, 3), (2, 3)] {
+        for (order, target) in [(1, 4), (2, 4), (2, 0), (0, 0), (1, 3), (2, 3), (0, 4), (0, 3), (0, 1)] {
             for limit in [0, 1, 3, 4] {
                 let shape = Shape { limit, sort_order: order, sort_target: target, ..Shape::default() };
                 let whole = merge_parts(vec![read_part(&all, b"a", End::Unbounded, 10, &shape)], &shape);
@@ -279,6 +298,31 @@ mod tests {
                 assert_eq!((whole.count, whole.more), (split.count, split.more));
             }
         }
+    }
+
+    /// What etcd 3.4 prints for k1=d (version 2), k2=g (3), k3=c (1),
+    /// k4=e (1), as observed with etcdctl.
+    #[test]
+    fn sort_order_and_limit_follow_etcd() {
+        let mut s = MemStore::default();
+        let mut rev = 1;
+        for (k, v, times) in [("k1", "d", 2), ("k2", "g", 3), ("k3", "c", 1), ("k4", "e", 1)] {
+            for _ in 0..times {
+                rev += 1;
+                s.put(k.as_bytes(), v.as_bytes(), 0, Rev { main: rev, sub: 0 });
+            }
+        }
+        let values = |shape: Shape| {
+            let r = merge_parts(vec![read_part(&s, b"k", End::Before(b"l"), 100, &shape)], &shape);
+            r.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()).collect::<Vec<_>>()
+        };
+        // Descending by version: ties keep ascending key order.
+        assert_eq!(values(Shape { sort_order: 2, sort_target: 1, ..Shape::default() }), ["g", "d", "c", "e"]);
+        // A target without an order: the first limit + 1 keys, sorted, cut.
+        assert_eq!(values(Shape { limit: 1, sort_target: 4, ..Shape::default() }), ["d"]);
+        assert_eq!(values(Shape { limit: 2, sort_target: 1, ..Shape::default() }), ["c", "d"]);
+        // With an explicit order everything is sorted first.
+        assert_eq!(values(Shape { limit: 1, sort_order: 1, sort_target: 4, ..Shape::default() }), ["c"]);
     }
 
     #[test]

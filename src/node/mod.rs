@@ -120,10 +120,23 @@ fn boot_number() -> u32 {
     (nanos as u32) ^ std::process::id().rotate_left(16)
 }
 
-/// Checks that nobody listens on `addr` yet: reactors bind with
-/// SO_REUSEPORT, which would otherwise share a port with another process.
+/// How long start-up waits for a client address that is still held, e.g.
+/// by a previous corekv on the same port that is still exiting.
+const BIND_WAIT: Duration = Duration::from_secs(3);
+
+/// Checks that nobody listens on `addr`: reactors bind with SO_REUSEPORT,
+/// which would otherwise share a port with another process.
 fn probe(addr: SocketAddr) -> Result<(), StartError> {
-    std::net::TcpListener::bind(addr).map(drop).map_err(|source| StartError::Bind { addr, source })
+    let deadline = std::time::Instant::now() + BIND_WAIT;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(source) => return Err(StartError::Bind { addr, source }),
+        }
+    }
 }
 
 /// Starts the node described by `config` and runs it until the process
