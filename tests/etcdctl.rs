@@ -3,14 +3,14 @@
 //! check differs from what etcd 3.4 prints.
 //!
 //! Needs `etcdctl` 3.4 on PATH (Debian: `apt-get install etcd-client`) and
-//! python3. Set `ETCDCTL` to use another etcdctl binary.
+//! python3. Set `COREKV_ETCDCTL` to use another etcdctl binary.
 
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn etcdctl_compat() {
-    let etcdctl = std::env::var("ETCDCTL").unwrap_or_else(|_| "etcdctl".into());
+    let etcdctl = std::env::var("COREKV_ETCDCTL").unwrap_or_else(|_| "etcdctl".into());
     let version = Command::new(&etcdctl).arg("version").output();
     match version {
         Ok(o) if o.status.success() => {}
@@ -35,16 +35,11 @@ fn etcdctl_compat() {
     let out = Command::new("bash")
         .arg(&script)
         .arg(env!("CARGO_BIN_EXE_corekv"))
-        .env("ETCDCTL", &etcdctl)
-        .env("ETCDCTL_COMPAT_TMPDIR", tmp)
+        .env("COREKV_ETCDCTL", &etcdctl)
+        .env("COREKV_COMPAT_TMPDIR", tmp)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{stdout}{stderr}",
-        script.display(),
-        out.status
-    );
+    assert!(out.status.success(), "{} failed ({}):\n{stdout}{stderr}", script.display(), out.status);
 }
