@@ -273,6 +273,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             prefix.len() + digits
         ));
     }
+    let cas = matches!(workload, WorkloadKind::TxnCas | WorkloadKind::TxnDelete);
+    if cas && key_space_size < threads as u64 {
+        return Err(format!(
+            "--key-space-size {key_space_size} is less than --threads {threads}: {} gives each thread its own keys",
+            workload.name()
+        ));
+    }
     let preload = preload.unwrap_or(if workload.preloads_by_default() { key_space_size } else { 0 });
     if preload > key_space_size {
         return Err(format!("--preload {preload} is larger than --key-space-size {key_space_size}"));
@@ -371,7 +378,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         "h" => number * 3600.0,
         _ => return Err(format!("{value:?}: unknown unit {unit:?} (use us, ms, s, m or h)")),
     };
-    if !(seconds > 0.0) || seconds > DURATION_MAX.as_secs_f64() {
+    if seconds.is_nan() || seconds <= 0.0 || seconds > DURATION_MAX.as_secs_f64() {
         return Err(format!("{value:?} is outside (0, {}s]", DURATION_MAX.as_secs()));
     }
     Ok(Duration::from_secs_f64(seconds))

@@ -18,18 +18,16 @@ impl KeySpace {
     /// A key space; `key_size` must hold the prefix and `size - 1` in decimal.
     pub fn new(prefix: &[u8], key_size: usize, size: u64) -> KeySpace {
         assert!(size >= 1, "an empty key space");
-        assert!(key_size >= prefix.len() + decimal_digits(size - 1), "keys of {key_size} bytes cannot hold the key numbers");
+        assert!(
+            key_size >= prefix.len() + decimal_digits(size - 1),
+            "keys of {key_size} bytes cannot hold the key numbers"
+        );
         KeySpace { prefix: prefix.to_vec(), key_size, size }
     }
 
     /// Bytes per key.
     pub fn key_size(&self) -> usize {
         self.key_size
-    }
-
-    /// Number of distinct keys.
-    pub fn size(&self) -> u64 {
-        self.size
     }
 
     /// Writes key number `index` into `out`, which is `key_size` bytes.
@@ -46,7 +44,8 @@ impl KeySpace {
         debug_assert_eq!(n, 0);
     }
 
-    /// Key number `index` as a new vector (preload and tests).
+    /// Key number `index` as a new vector.
+    #[cfg(test)]
     pub fn key(&self, index: u64) -> Vec<u8> {
         let mut out = vec![0; self.key_size];
         self.write(index, &mut out);
@@ -104,38 +103,65 @@ impl Rng {
     }
 }
 
-/// The order in which one generator thread visits keys.
+/// The order in which one generator thread visits keys: random or
+/// sequential, over the whole key space or over the thread's own share.
 #[derive(Clone, Debug)]
-pub enum KeyPicker {
-    /// Uniformly random keys.
-    Random { rng: Rng, size: u64 },
-    /// Thread `t` of `n` visits `t, t + n, t + 2n, ...` modulo the key
-    /// space, so all threads together go through the keys in order.
-    Sequential { next: u64, stride: u64, size: u64 },
+pub struct KeyPicker {
+    order: Order,
+    /// Positions `0..count` map to key numbers `offset + stride * position`.
+    count: u64,
+    stride: u64,
+    offset: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Order {
+    Random(Rng),
+    /// The next position and the step between positions.
+    Sequential {
+        next: u64,
+        step: u64,
+    },
 }
 
 impl KeyPicker {
-    /// The picker of thread `thread` of `threads`.
-    pub fn new(sequential: bool, seed: u64, thread: usize, threads: usize, size: u64) -> KeyPicker {
-        if sequential {
-            KeyPicker::Sequential { next: thread as u64 % size, stride: threads as u64, size }
+    /// The picker of thread `thread` of `threads` over keys `0..size`.
+    ///
+    /// Shared: every thread may pick any key; sequential threads interleave
+    /// (`t, t + n, t + 2n, ...` modulo `size`) so that together they go
+    /// through the keys in order. Partitioned (`partitioned`): thread `t`
+    /// picks only keys `k` with `k % threads == t`, so one thread alone
+    /// writes each key (CAS workloads keep per-thread revisions); needs
+    /// `size >= threads`.
+    pub fn new(sequential: bool, seed: u64, thread: usize, threads: usize, size: u64, partitioned: bool) -> KeyPicker {
+        let (thread, threads) = (thread as u64, threads as u64);
+        assert!(thread < threads);
+        let (count, stride, offset, first, step) = if partitioned {
+            assert!(size >= threads, "a partitioned key space needs at least one key per thread");
+            ((size - thread).div_ceil(threads), threads, thread, 0, 1)
+        } else {
+            (size, 1, 0, thread % size, threads % size)
+        };
+        let order = if sequential {
+            Order::Sequential { next: first, step }
         } else {
             // Spread thread seeds apart so threads do not share a stream.
-            let seed = seed ^ (thread as u64).wrapping_mul(0xd6e8_feb8_6659_fd93);
-            KeyPicker::Random { rng: Rng::new(seed), size }
-        }
+            Order::Random(Rng::new(seed ^ thread.wrapping_mul(0xd6e8_feb8_6659_fd93)))
+        };
+        KeyPicker { order, count, stride, offset }
     }
 
     /// The next key number.
     pub fn next_index(&mut self) -> u64 {
-        match self {
-            KeyPicker::Random { rng, size } => rng.below(*size),
-            KeyPicker::Sequential { next, stride, size } => {
-                let index = *next;
-                *next = (*next + *stride % *size) % *size;
-                index
+        let position = match &mut self.order {
+            Order::Random(rng) => rng.below(self.count),
+            Order::Sequential { next, step } => {
+                let position = *next;
+                *next = (*next + *step) % self.count;
+                position
             }
-        }
+        };
+        self.offset + self.stride * position
     }
 }
 
@@ -179,7 +205,7 @@ mod tests {
 
     #[test]
     fn random_keys_cover_the_space_roughly_uniformly() {
-        let mut picker = KeyPicker::new(false, 7, 0, 1, 10);
+        let mut picker = KeyPicker::new(false, 7, 0, 1, 10, false);
         let mut counts = [0u32; 10];
         for _ in 0..100_000 {
             counts[picker.next_index() as usize] += 1;
@@ -190,7 +216,7 @@ mod tests {
     #[test]
     fn random_keys_are_reproducible_by_seed_and_differ_by_thread() {
         let take = |seed, thread| {
-            let mut p = KeyPicker::new(false, seed, thread, 2, 1 << 40);
+            let mut p = KeyPicker::new(false, seed, thread, 2, 1 << 40, false);
             (0..8).map(|_| p.next_index()).collect::<Vec<_>>()
         };
         assert_eq!(take(1, 0), take(1, 0));
@@ -201,12 +227,34 @@ mod tests {
     #[test]
     fn sequential_threads_interleave_and_wrap() {
         let take = |thread| {
-            let mut p = KeyPicker::new(true, 0, thread, 3, 7);
+            let mut p = KeyPicker::new(true, 0, thread, 3, 7, false);
             (0..5).map(|_| p.next_index()).collect::<Vec<_>>()
         };
         assert_eq!(take(0), vec![0, 3, 6, 2, 5]);
         assert_eq!(take(1), vec![1, 4, 0, 3, 6]);
-        let mut single = KeyPicker::new(true, 0, 0, 1, 3);
+        let mut single = KeyPicker::new(true, 0, 0, 1, 3, false);
         assert_eq!((0..4).map(|_| single.next_index()).collect::<Vec<_>>(), vec![0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn partitioned_threads_own_disjoint_keys_that_cover_the_space() {
+        let mut seen = vec![0u32; 10];
+        for thread in 0..3 {
+            let mut random = KeyPicker::new(false, 1, thread, 3, 10, true);
+            for _ in 0..1000 {
+                let k = random.next_index();
+                assert_eq!(k % 3, thread as u64);
+                seen[k as usize] += 1;
+            }
+            let mut ordered = KeyPicker::new(true, 1, thread, 3, 10, true);
+            let keys: Vec<u64> = (0..5).map(|_| ordered.next_index()).collect();
+            let want: Vec<u64> = match thread {
+                0 => vec![0, 3, 6, 9, 0],
+                1 => vec![1, 4, 7, 1, 4],
+                _ => vec![2, 5, 8, 2, 5],
+            };
+            assert_eq!(keys, want);
+        }
+        assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
     }
 }

@@ -351,7 +351,7 @@ pub fn value_bytes(size: usize) -> Bytes {
 mod tests {
     use super::*;
     use crate::args::{parse, Command};
-    use corekv::api::proto::etcdserverpb::ResponseHeader;
+    use corekv::api::proto::etcdserverpb::{ResponseHeader, ResponseOp};
     use corekv::api::proto::mvccpb::KeyValue;
 
     fn workload(line: &str) -> Workload {
@@ -478,7 +478,10 @@ mod tests {
         assert_eq!((out.txn_succeeded, out.txn_failed), (2, 1));
 
         let put = workload("put");
-        assert_eq!(put.observe(PutResponse { header: header(9), prev_kv: None }.encode_to_vec().into(), &mut out), Some(9));
+        assert_eq!(
+            put.observe(PutResponse { header: header(9), prev_kv: None }.encode_to_vec().into(), &mut out),
+            Some(9)
+        );
         let del = workload("delete");
         del.observe(DeleteRangeResponse { deleted: 1, ..Default::default() }.encode_to_vec().into(), &mut out);
         let range = workload("range --count-only");

@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# corekv vs etcd 3.4, side by side on this machine in one run.
+#
+# Builds corekv in release, then for each round and each workload starts a
+# fresh corekv, measures it with corekv-bench, stops it, starts a fresh
+# etcd, measures it the same way, stops it (A B A B ...). Every run gets a
+# new data directory under /var/tmp. Per run it records QPS, latency
+# percentiles, the server's CPU seconds per 1,000 requests (utime+stime
+# from /proc/<pid>/stat, measured phase only), its peak RSS (VmHWM) and the
+# generator's own CPU. Optionally (when etcd's own `benchmark` tool is
+# available) it cross-checks the generator: the same put and range
+# workloads driven by etcd's tool and by corekv-bench with --total, each
+# against a fresh corekv and a fresh etcd, with both tools' whole-process
+# CPU per request from /usr/bin/time.
+#
+# Writes bench/results/YYYY-MM-DD-<name>.md and .json (medians, corekv/etcd
+# ratios first, every run, the exact commands). Raw outputs stay in the
+# work directory it prints.
+#
+# Usage: bench/compare.sh [--name NAME] [--rounds N] [--duration 10s]
+#          [--workloads put-1c,put-1000c,range-s-1000c,range-l-1000c]
+#          [--no-cross-check] [--build-etcd-benchmark]
+#          [--etcd-benchmark PATH] [--xcheck-total N] [--corekv-cores N]
+#          [--keep-work]
+# Environment: BIND_IP (127.0.0.77), COREKV_PORT (23790),
+#   ETCD_PORT (23791), ETCD_PEER_PORT (23792), WORK_ROOT (/var/tmp).
+set -euo pipefail
+
+NAME=single-node
+ROUNDS=3
+DURATION=10s
+WORKLOADS=put-1c,put-1000c,range-s-1000c,range-l-1000c
+CROSS_CHECK=1
+BUILD_ETCD_BENCHMARK=0
+ETCD_BENCHMARK=${ETCD_BENCHMARK:-/var/tmp/etcd-baseline/bin/benchmark}
+XCHECK_TOTAL=50000
+COREKV_CORES=
+KEEP_WORK=0
+BIND_IP=${BIND_IP:-127.0.0.77}
+COREKV_PORT=${COREKV_PORT:-23790}
+ETCD_PORT=${ETCD_PORT:-23791}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-23792}
+WORK_ROOT=${WORK_ROOT:-/var/tmp}
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+ORIG_ARGS="$*"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --name) NAME=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --workloads) WORKLOADS=$2; shift 2 ;;
+    --no-cross-check) CROSS_CHECK=0; shift ;;
+    --build-etcd-benchmark) BUILD_ETCD_BENCHMARK=1; shift ;;
+    --etcd-benchmark) ETCD_BENCHMARK=$2; shift 2 ;;
+    --xcheck-total) XCHECK_TOTAL=$2; shift 2 ;;
+    --corekv-cores) COREKV_CORES=$2; shift 2 ;;
+    --keep-work) KEEP_WORK=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+[ "$ROUNDS" -ge 1 ] 2>/dev/null || die "--rounds must be a positive number"
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+COREKV="$REPO/target/release/corekv"
+BENCH="$REPO/target/release/corekv-bench"
+ETCD=$(command -v etcd || true)
+[ -n "$ETCD" ] || die "etcd not found: apt-get install etcd-server"
+command -v etcdctl >/dev/null || die "etcdctl not found: apt-get install etcd-client"
+[ -x /usr/bin/time ] || die "/usr/bin/time not found: apt-get install time"
+command -v python3 >/dev/null || die "python3 not found"
+
+# Workloads of issue 2's "Measure" and issue 6: name|what|corekv-bench args.
+# Keys 8 B over 100k (random); values 256 B; one generator thread.
+workload_args() {
+  case "$1" in
+    put-1c) echo "put --conns 1 --clients 1 --key-size 8 --val-size 256 --key-space-size 100000" ;;
+    put-1000c) echo "put --conns 100 --clients 1000 --key-size 8 --val-size 256 --key-space-size 100000" ;;
+    range-s-1000c) echo "range --consistency s --conns 100 --clients 1000 --key-size 8 --val-size 256 --key-space-size 10000" ;;
+    range-l-1000c) echo "range --consistency l --conns 100 --clients 1000 --key-size 8 --val-size 256 --key-space-size 10000" ;;
+    range-s-100c) echo "range --consistency s --conns 10 --clients 100 --key-size 8 --val-size 256 --key-space-size 10000" ;;
+    range-l-100c) echo "range --consistency l --conns 10 --clients 100 --key-size 8 --val-size 256 --key-space-size 10000" ;;
+    txn-put-1000c) echo "txn-put --conns 100 --clients 1000 --key-size 16 --val-size 256 --key-space-size 100000000 --sequential-keys --prefix /registry/" ;;
+    txn-cas-1000c) echo "txn-cas --conns 100 --clients 1000 --key-size 16 --val-size 256 --key-space-size 10000 --prefix /registry/" ;;
+    *) die "unknown workload $1" ;;
+  esac
+}
+IFS=, read -r -a WORKLOAD_LIST <<< "$WORKLOADS"
+for w in "${WORKLOAD_LIST[@]}"; do workload_args "$w" >/dev/null; done
+
+# --- work directory (must be a real disk: fdatasync numbers on tmpfs lie) ---
+WORK=$(mktemp -d "$WORK_ROOT/corekv-compare.XXXXXX")
+fstype=$(stat -f -c %T "$WORK")
+[ "$fstype" != tmpfs ] || die "$WORK is on tmpfs; set WORK_ROOT to an ext4 directory"
+echo "work directory: $WORK ($fstype)"
+INDEX="$WORK/index.tsv"
+: > "$INDEX"
+
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [ "$KEEP_WORK" = 0 ]; then rm -rf "$WORK"/*/data; fi
+}
+trap cleanup EXIT
+
+# --- build ---
+echo "building corekv (release)..."
+cargo build --release 2>&1 | tail -n 2
+[ -x "$COREKV" ] && [ -x "$BENCH" ] || die "release build did not produce $COREKV and $BENCH"
+
+if [ "$CROSS_CHECK" = 1 ] && [ ! -x "$ETCD_BENCHMARK" ]; then
+  if [ "$BUILD_ETCD_BENCHMARK" = 1 ]; then
+    echo "building etcd's benchmark tool (installs Go and Debian packages; minutes)..."
+    OUT_BIN="$ETCD_BENCHMARK" BASE=$(dirname "$(dirname "$ETCD_BENCHMARK")") \
+      bash "$REPO/../shared/tools/etcd-benchmark-build.sh" > "$WORK/etcd-benchmark-build.log" 2>&1 \
+      || { tail -n 20 "$WORK/etcd-benchmark-build.log" >&2; die "etcd benchmark build failed (log above)"; }
+  else
+    echo "etcd's benchmark tool not found at $ETCD_BENCHMARK: skipping the cross-check"
+    echo "  (build it with --build-etcd-benchmark or ../shared/tools/etcd-benchmark-build.sh)"
+    CROSS_CHECK=0
+  fi
+fi
+
+port_free() { ! ss -Hltn "sport = :$2" 2>/dev/null | grep -q "$1:$2 "; }
+for p in "$COREKV_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT"; do
+  port_free "$BIND_IP" "$p" || die "$BIND_IP:$p is in use; set BIND_IP or the *_PORT variables"
+done
+
+COREKV_EP="$BIND_IP:$COREKV_PORT"
+ETCD_EP="$BIND_IP:$ETCD_PORT"
+CLK_TCK=$(getconf CLK_TCK)
+
+# server_cmd SERVER DATA_DIR: the exact command line (printed in results).
+server_cmd() {
+  case "$1" in
+    corekv) echo "$COREKV --data-dir $2 --listen-client-urls http://$COREKV_EP --advertise-client-urls http://$COREKV_EP${COREKV_CORES:+ --cores $COREKV_CORES}" ;;
+    etcd) echo "$ETCD --name compare --data-dir $2 --listen-client-urls http://$ETCD_EP --advertise-client-urls http://$ETCD_EP --listen-peer-urls http://$BIND_IP:$ETCD_PEER_PORT --initial-advertise-peer-urls http://$BIND_IP:$ETCD_PEER_PORT --initial-cluster compare=http://$BIND_IP:$ETCD_PEER_PORT" ;;
+  esac
+}
+endpoint() { if [ "$1" = corekv ]; then echo "$COREKV_EP"; else echo "$ETCD_EP"; fi; }
+
+# start_server SERVER DIR: fresh data dir, start, wait until it answers.
+start_server() {
+  local server=$1 dir=$2 ep
+  ep=$(endpoint "$server")
+  rm -rf "$dir/data"; mkdir -p "$dir"
+  server_cmd "$server" "$dir/data" > "$dir/server.cmd"
+  # shellcheck disable=SC2046
+  $(cat "$dir/server.cmd") > "$dir/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 300); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      tail -n 20 "$dir/server.log" >&2; die "$server exited at start-up (log: $dir/server.log)"
+    fi
+    if ETCDCTL_API=3 etcdctl --endpoints="$ep" --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "$server did not become healthy in 30 s (log: $dir/server.log)"
+}
+
+stop_server() {
+  local dir=$1
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+  rm -rf "$dir/data"
+}
+
+proc_cpu_ticks() { local f; read -r -a f <<< "$(sed 's/^.*) //' "/proc/$1/stat")"; echo $(( f[11] + f[12] )); }
+vm_hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# run_main SERVER WORKLOAD ROUND: corekv-bench for --duration, fresh server.
+run_main() {
+  local server=$1 workload=$2 round=$3 dir ep
+  dir="$WORK/main-$workload-$server-r$round"
+  ep=$(endpoint "$server")
+  start_server "$server" "$dir"
+  loadavg > "$dir/load"
+  # shellcheck disable=SC2046
+  echo "$BENCH $(workload_args "$workload") --endpoints $ep --duration $DURATION --server-pid $SERVER_PID --json $dir/result.json --no-progress" > "$dir/bench.cmd"
+  /usr/bin/time -f '%U %S %M' -o "$dir/gen.time" $(cat "$dir/bench.cmd") > "$dir/bench.txt" 2>&1 \
+    || { cat "$dir/bench.txt" >&2; die "corekv-bench failed ($dir)"; }
+  stop_server "$dir"
+  printf 'main\tcorekv-bench\t%s\t%s\t%s\t%s\n' "$server" "$workload" "$round" "$dir" >> "$INDEX"
+  python3 - "$dir/result.json" "$server" "$workload" "$round" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, l, srv = r["result"], r["result"]["latency_us"], r["server"] or {}
+print(f"  {sys.argv[3]:<14} {sys.argv[2]:<7} round {sys.argv[4]}: {s['qps']:>9.0f} req/s  p50 {l['p50']/1e3:7.3f} ms  "
+      f"p99 {l['p99']/1e3:7.3f} ms  server {srv.get('cpu_s_per_1000_requests', 0):.3f} CPU s/1k  "
+      f"RSS {srv.get('peak_rss_kib', 0)/1024:.0f} MiB  errors {s['failed']}")
+EOF
+}
+
+# run_xcheck TOOL SERVER KIND ROUND: one generator with --total on a fresh
+# server; server CPU from /proc around the whole tool run.
+run_xcheck() {
+  local tool=$1 server=$2 kind=$3 round=$4 dir ep pid0 cmd
+  dir="$WORK/xcheck-$kind-$tool-$server-r$round"
+  ep=$(endpoint "$server")
+  start_server "$server" "$dir"
+  if [ "$kind" = range-s ]; then
+    # etcd's tool ranges over one key: make it exist, as corekv-bench's preload does.
+    "$BENCH" put --endpoints "$ep" --key-size 8 --val-size 256 --key-space-size 1 --total 1 --no-progress > /dev/null
+  fi
+  case "$tool:$kind" in
+    etcd-benchmark:put) cmd="$ETCD_BENCHMARK --endpoints $ep --conns 100 --clients 1000 --precise put --total $XCHECK_TOTAL --key-size 8 --val-size 256 --key-space-size 100000" ;;
+    corekv-bench:put) cmd="$BENCH put --endpoints $ep --conns 100 --clients 1000 --total $XCHECK_TOTAL --key-size 8 --val-size 256 --key-space-size 100000 --json $dir/result.json --no-progress" ;;
+    etcd-benchmark:range-s) cmd="$ETCD_BENCHMARK --endpoints $ep --conns 100 --clients 1000 --precise range 00000000 --consistency s --total $((XCHECK_TOTAL * 2))" ;;
+    corekv-bench:range-s) cmd="$BENCH range --endpoints $ep --conns 100 --clients 1000 --consistency s --total $((XCHECK_TOTAL * 2)) --key-size 8 --val-size 256 --key-space-size 1 --preload 0 --json $dir/result.json --no-progress" ;;
+  esac
+  echo "$cmd" > "$dir/bench.cmd"
+  loadavg > "$dir/load"
+  pid0=$(proc_cpu_ticks "$SERVER_PID")
+  # shellcheck disable=SC2086
+  GRPC_GO_LOG_SEVERITY_LEVEL=error /usr/bin/time -f '%U %S %M %e' -o "$dir/gen.time" $cmd > "$dir/bench.txt" 2>&1 \
+    || { tail -n 20 "$dir/bench.txt" >&2; die "$tool failed ($dir)"; }
+  echo "$(( $(proc_cpu_ticks "$SERVER_PID") - pid0 )) $CLK_TCK $(vm_hwm_kib "$SERVER_PID")" > "$dir/server.usage"
+  stop_server "$dir"
+  printf 'xcheck\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$server" "$kind" "$round" "$dir" >> "$INDEX"
+  echo "  xcheck $kind $tool vs $server round $round: $(grep -E 'Requests/sec|^throughput' "$dir/bench.txt" | tr -s ' \t' ' ')"
+}
+
+# --- the runs ---
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOAD_START=$(loadavg)
+echo "load average at start: $LOAD_START"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS"
+  for workload in "${WORKLOAD_LIST[@]}"; do
+    run_main corekv "$workload" "$round"
+    run_main etcd "$workload" "$round"
+  done
+  if [ "$CROSS_CHECK" = 1 ]; then
+    for kind in put range-s; do
+      for server in corekv etcd; do
+        run_xcheck etcd-benchmark "$server" "$kind" "$round"
+        run_xcheck corekv-bench "$server" "$kind" "$round"
+      done
+    done
+  fi
+done
+LOAD_END=$(loadavg)
+echo "load average at end: $LOAD_END"
+
+# --- the report ---
+mkdir -p "$REPO/bench/results"
+OUT="$REPO/bench/results/$(date +%F)-$NAME"
+{
+  echo "started=$STARTED"
+  echo "finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "load_start=$LOAD_START"
+  echo "load_end=$LOAD_END"
+  echo "rounds=$ROUNDS"
+  echo "duration=$DURATION"
+  echo "workloads=$WORKLOADS"
+  echo "cross_check=$CROSS_CHECK"
+  echo "xcheck_total=$XCHECK_TOTAL"
+  echo "compare_command=bench/compare.sh $ORIG_ARGS"
+  echo "commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo -dirty)"
+  echo "etcd_version=$("$ETCD" --version | head -1 | sed "s/^etcd Version: /etcd /")"
+  echo "rustc=$(rustc --version)"
+  echo "corekv_cmd=$(server_cmd corekv '<fresh dir>')"
+  echo "etcd_cmd=$(server_cmd etcd '<fresh dir>')"
+  echo "nproc=$(nproc)"
+  echo "cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "kernel=$(uname -r)"
+  echo "mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "disk=$(df -T "$WORK" | awk 'NR==2 {print $1" "$2}')"
+  for w in "${WORKLOAD_LIST[@]}"; do echo "args.$w=$(workload_args "$w")"; done
+} > "$WORK/meta.txt"
+python3 "$REPO/bench/compare_report.py" "$WORK" "$OUT"
+echo "results: $OUT.md $OUT.json (raw: $WORK)"

@@ -1,0 +1,446 @@
+//! Turns a run into what people and scripts read: the header (command line
+//! and machine), the human summary, and the JSON result. A minimal JSON
+//! writer lives here too (the package has no serde). No I/O but strings.
+
+use std::fmt::Write;
+
+use crate::args::{Options, Stop};
+use crate::run::RunResult;
+use crate::stats::Summary;
+use crate::sys::Machine;
+
+/// A JSON value, written with sorted-as-given object keys.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Int(i128),
+    /// Written with at most three decimals; non-finite numbers as `null`.
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// An object from `(key, value)` pairs.
+    pub fn obj<const N: usize>(pairs: [(&str, Json); N]) -> Json {
+        Json::Obj(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    /// Pretty-printed with two-space indentation.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out, 0);
+        out.push('\n');
+        out
+    }
+
+    fn write(&self, out: &mut String, depth: usize) {
+        let pad = |out: &mut String, depth: usize| {
+            out.push('\n');
+            out.extend(std::iter::repeat_n("  ", depth));
+        };
+        match self {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::Int(n) => write!(out, "{n}").expect("write to String"),
+            Json::Num(x) if !x.is_finite() => out.push_str("null"),
+            Json::Num(x) => {
+                let rounded = (x * 1000.0).round() / 1000.0;
+                write!(out, "{rounded}").expect("write to String");
+            }
+            Json::Str(s) => write_string(out, s),
+            Json::Arr(items) if items.iter().all(|i| matches!(i, Json::Int(_) | Json::Num(_))) => {
+                // Numbers stay on one line (timelines would be very long).
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    item.write(out, depth);
+                }
+                out.push(']');
+            }
+            Json::Arr(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(if i > 0 { "," } else { "" });
+                    pad(out, depth + 1);
+                    item.write(out, depth + 1);
+                }
+                if !items.is_empty() {
+                    pad(out, depth);
+                }
+                out.push(']');
+            }
+            Json::Obj(pairs) => {
+                out.push('{');
+                for (i, (key, value)) in pairs.iter().enumerate() {
+                    out.push_str(if i > 0 { "," } else { "" });
+                    pad(out, depth + 1);
+                    write_string(out, key);
+                    out.push_str(": ");
+                    value.write(out, depth + 1);
+                }
+                if !pairs.is_empty() {
+                    pad(out, depth);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => write!(out, "\\u{:04x}", c as u32).expect("write to String"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn int(n: impl Into<i128>) -> Json {
+    Json::Int(n.into())
+}
+
+fn num(x: f64) -> Json {
+    Json::Num(x)
+}
+
+fn string(s: impl Into<String>) -> Json {
+    Json::Str(s.into())
+}
+
+/// Everything the report shows about one run.
+pub struct Report<'a> {
+    pub command: &'a str,
+    pub argv: &'a [String],
+    pub machine: &'a Machine,
+    pub options: &'a Options,
+    pub result: &'a RunResult,
+}
+
+impl Report<'_> {
+    fn summary(&self) -> Summary {
+        self.result.stats.summary(self.result.elapsed)
+    }
+
+    /// Generator CPU per completed request (ok or failed), in microseconds.
+    fn generator_us_per_request(&self) -> f64 {
+        let requests = self.result.stats.ok() + self.result.stats.failed();
+        per(self.result.generator_cpu.total().as_secs_f64() * 1e6, requests)
+    }
+
+    /// The result as JSON.
+    pub fn json(&self) -> Json {
+        let (r, o, s) = (self.result, self.options, self.summary());
+        let errors = r
+            .stats
+            .errors_by_code()
+            .into_iter()
+            .map(|(name, count, sample)| (name, Json::obj([("count", int(count)), ("sample", string(sample))])));
+        let outcomes = &r.stats.outcomes;
+        let m = self.machine;
+        let server = match &r.server {
+            None => Json::Null,
+            Some(server) => Json::obj([
+                ("pid", int(server.pid)),
+                ("cpu_s", num(server.cpu.as_secs_f64())),
+                ("cpu_s_per_1000_requests", num(per(server.cpu.as_secs_f64() * 1000.0, s.ok + s.failed))),
+                ("peak_rss_kib", server.peak_rss_kib.map_or(Json::Null, int)),
+            ]),
+        };
+        Json::obj([
+            ("tool", string("corekv-bench")),
+            ("version", string(env!("CARGO_PKG_VERSION"))),
+            ("command", string(self.command)),
+            ("argv", Json::Arr(self.argv.iter().map(|a| string(a.as_str())).collect())),
+            (
+                "machine",
+                Json::obj([
+                    ("hostname", string(m.hostname.as_str())),
+                    ("nproc", int(m.nproc as u64)),
+                    ("cpu_model", string(m.cpu_model.as_str())),
+                    ("kernel", string(m.kernel.as_str())),
+                    ("mem_total_kib", int(m.mem_total_kib)),
+                    ("load_average", string(m.load_average.as_str())),
+                ]),
+            ),
+            ("config", config_json(o)),
+            (
+                "preload",
+                Json::obj([
+                    ("ok", int(r.preload.ok)),
+                    ("failed", int(r.preload.failed)),
+                    ("seconds", num(r.preload.elapsed.as_secs_f64())),
+                    ("first_error", r.preload.first_error.clone().map_or(Json::Null, string)),
+                ]),
+            ),
+            (
+                "result",
+                Json::obj([
+                    ("ok", int(s.ok)),
+                    ("failed", int(s.failed)),
+                    ("elapsed_s", num(s.elapsed_s)),
+                    ("qps", num(s.qps)),
+                    (
+                        "latency_us",
+                        Json::obj([
+                            ("min", num(s.min_us)),
+                            ("mean", num(s.mean_us)),
+                            ("p50", num(s.p50_us)),
+                            ("p90", num(s.p90_us)),
+                            ("p99", num(s.p99_us)),
+                            ("p99_9", num(s.p999_us)),
+                            ("p99_99", num(s.p9999_us)),
+                            ("max", num(s.max_us)),
+                        ]),
+                    ),
+                    ("errors_by_code", Json::Obj(errors.collect())),
+                    (
+                        "outcomes",
+                        Json::obj([
+                            ("txn_succeeded", int(outcomes.txn_succeeded)),
+                            ("txn_failed", int(outcomes.txn_failed)),
+                            ("keys_deleted", int(outcomes.keys_deleted)),
+                            ("keys_read", int(outcomes.keys_read)),
+                            ("bad_replies", int(outcomes.bad_replies)),
+                        ]),
+                    ),
+                    ("ok_per_second", Json::Arr(r.stats.timeline.iter().map(|&n| int(n)).collect())),
+                ]),
+            ),
+            (
+                "generator",
+                Json::obj([
+                    ("threads_cpu_s", num(r.generator_cpu.total().as_secs_f64())),
+                    ("user_s", num(r.generator_cpu.user.as_secs_f64())),
+                    ("system_s", num(r.generator_cpu.system.as_secs_f64())),
+                    ("process_cpu_s", num(r.process_cpu.total().as_secs_f64())),
+                    ("cpu_us_per_request", num(self.generator_us_per_request())),
+                    ("cores_busy", num(r.generator_cpu.total().as_secs_f64() / s.elapsed_s.max(1e-9))),
+                ]),
+            ),
+            ("server", server),
+        ])
+    }
+
+    /// The human summary printed after the run.
+    pub fn text(&self) -> String {
+        let (r, s) = (self.result, self.summary());
+        let mut out = String::new();
+        let mut line = |label: &str, text: String| {
+            writeln!(out, "{label:<11}{text}").expect("write to String");
+        };
+        if self.options.preload > 0 {
+            line(
+                "preload",
+                format!(
+                    "{} keys in {:.2} s ({} failed{})",
+                    r.preload.ok,
+                    r.preload.elapsed.as_secs_f64(),
+                    r.preload.failed,
+                    r.preload.first_error.as_deref().map(|e| format!(", first: {e}")).unwrap_or_default()
+                ),
+            );
+        }
+        line("requests", format!("{} ok, {} failed in {:.3} s", s.ok, s.failed, s.elapsed_s));
+        line("throughput", format!("{:.1} requests/s", s.qps));
+        line(
+            "latency",
+            format!(
+                "min {}  mean {}  p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}  (ms)",
+                ms(s.min_us),
+                ms(s.mean_us),
+                ms(s.p50_us),
+                ms(s.p90_us),
+                ms(s.p99_us),
+                ms(s.p999_us),
+                ms(s.p9999_us),
+                ms(s.max_us)
+            ),
+        );
+        let errors = r.stats.errors_by_code();
+        let errors = if errors.is_empty() {
+            "none".to_string()
+        } else {
+            errors.iter().map(|(name, n, sample)| format!("{name} x{n} ({sample:?})")).collect::<Vec<_>>().join(", ")
+        };
+        line("errors", errors);
+        let o = &r.stats.outcomes;
+        let mut outcomes = Vec::new();
+        if o.txn_succeeded + o.txn_failed > 0 {
+            outcomes.push(format!("txn compare held {}, failed {}", o.txn_succeeded, o.txn_failed));
+        }
+        if o.keys_deleted > 0 {
+            outcomes.push(format!("keys deleted {}", o.keys_deleted));
+        }
+        if o.keys_read > 0 {
+            outcomes.push(format!("keys read {} ({:.1} per range)", o.keys_read, per(o.keys_read as f64, s.ok)));
+        }
+        if o.bad_replies > 0 {
+            outcomes.push(format!("UNDECODABLE replies {}", o.bad_replies));
+        }
+        if !outcomes.is_empty() {
+            line("outcomes", outcomes.join("; "));
+        }
+        let g = r.generator_cpu;
+        line(
+            "generator",
+            format!(
+                "CPU {:.2} s (user {:.2}, sys {:.2}) = {:.2} cores busy, {:.1} us per request; process {:.2} s",
+                g.total().as_secs_f64(),
+                g.user.as_secs_f64(),
+                g.system.as_secs_f64(),
+                g.total().as_secs_f64() / s.elapsed_s.max(1e-9),
+                self.generator_us_per_request(),
+                r.process_cpu.total().as_secs_f64()
+            ),
+        );
+        if let Some(server) = &r.server {
+            let rss =
+                server.peak_rss_kib.map_or("unknown".to_string(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
+            line(
+                "server",
+                format!(
+                    "pid {}: CPU {:.2} s = {:.3} s per 1,000 requests ({:.2} cores busy), peak RSS {rss}",
+                    server.pid,
+                    server.cpu.as_secs_f64(),
+                    per(server.cpu.as_secs_f64() * 1000.0, s.ok + s.failed),
+                    server.cpu.as_secs_f64() / s.elapsed_s.max(1e-9)
+                ),
+            );
+        }
+        out
+    }
+}
+
+/// The header printed before the run: what runs, where, on what.
+pub fn header(command: &str, machine: &Machine, options: &Options) -> String {
+    let o = options;
+    let order = if o.sequential_keys { "sequential" } else { "random" };
+    let stop = match o.stop {
+        Stop::Total(n) => format!("total {n}"),
+        Stop::Duration(d) => format!("duration {:.3} s", d.as_secs_f64()),
+    };
+    let rate = o.rate.map_or("unlimited".to_string(), |r| format!("{r} req/s"));
+    let mut shape = String::new();
+    if o.workload == crate::args::WorkloadKind::Range {
+        shape = format!(
+            " {}{}{}{}",
+            if o.serializable { "serializable" } else { "linearizable" },
+            if o.range_prefix { ", whole prefix" } else { ", one key" },
+            if o.limit > 0 { format!(", limit {}", o.limit) } else { String::new() },
+            if o.count_only { ", count only" } else { "" },
+        );
+    }
+    format!(
+        "corekv-bench {}\n\
+         command    {command}\n\
+         machine    {} CPUs ({}), Linux {}, {:.1} GiB, host {}, load average {}\n\
+         workload   {}{shape}; keys {} B {order} over {} (prefix {:?}), values {} B\n\
+         load       endpoints {}; threads {}, conns {}, clients {}; {stop}; rate {rate}\n",
+        env!("CARGO_PKG_VERSION"),
+        machine.nproc,
+        machine.cpu_model,
+        machine.kernel,
+        machine.mem_total_kib as f64 / (1024.0 * 1024.0),
+        machine.hostname,
+        machine.load_average,
+        o.workload.name(),
+        o.key_size,
+        o.key_space_size,
+        String::from_utf8_lossy(&o.prefix),
+        o.val_size,
+        o.endpoints.join(","),
+        o.threads,
+        o.conns,
+        o.clients,
+    )
+}
+
+fn config_json(o: &Options) -> Json {
+    let (total, duration) = match o.stop {
+        Stop::Total(n) => (int(n), Json::Null),
+        Stop::Duration(d) => (Json::Null, num(d.as_secs_f64())),
+    };
+    Json::obj([
+        ("workload", string(o.workload.name())),
+        ("endpoints", Json::Arr(o.endpoints.iter().map(|e| string(e.as_str())).collect())),
+        ("threads", int(o.threads as u64)),
+        ("conns", int(o.conns as u64)),
+        ("clients", int(o.clients as u64)),
+        ("total", total),
+        ("duration_s", duration),
+        ("rate", o.rate.map_or(Json::Null, num)),
+        ("key_size", int(o.key_size as u64)),
+        ("val_size", int(o.val_size as u64)),
+        ("key_space_size", int(o.key_space_size)),
+        ("sequential_keys", Json::Bool(o.sequential_keys)),
+        ("prefix", string(String::from_utf8_lossy(&o.prefix))),
+        ("consistency", string(if o.serializable { "s" } else { "l" })),
+        ("range_prefix", Json::Bool(o.range_prefix)),
+        ("limit", int(o.limit)),
+        ("count_only", Json::Bool(o.count_only)),
+        ("preload", int(o.preload)),
+        ("seed", int(o.seed)),
+    ])
+}
+
+/// `amount / count`, 0 for no count.
+fn per(amount: f64, count: u64) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        amount / count as f64
+    }
+}
+
+/// Microseconds as milliseconds with three decimals.
+fn ms(us: f64) -> String {
+    format!("{:.3}", us / 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes_strings_and_nulls_non_finite_numbers() {
+        let value = Json::obj([
+            ("s", string("a\"b\\c\nd\u{1}é")),
+            ("x", num(f64::NAN)),
+            ("y", num(1.23456)),
+            ("n", int(-5)),
+            ("e", Json::Arr(vec![])),
+            ("o", Json::Obj(vec![])),
+        ]);
+        let text = value.render();
+        assert!(text.contains(r#""s": "a\"b\\c\nd\u0001é""#), "{text}");
+        assert!(text.contains(r#""x": null"#));
+        assert!(text.contains(r#""y": 1.235"#));
+        assert!(text.contains(r#""n": -5"#));
+        assert!(text.contains(r#""e": []"#) && text.contains(r#""o": {}"#));
+    }
+
+    #[test]
+    fn json_nests_with_indentation_and_keeps_number_arrays_on_one_line() {
+        let value = Json::obj([("a", Json::Arr(vec![int(1), int(2)])), ("b", Json::obj([("c", Json::Bool(true))]))]);
+        assert_eq!(value.render(), "{\n  \"a\": [1, 2],\n  \"b\": {\n    \"c\": true\n  }\n}\n");
+    }
+
+    #[test]
+    fn per_guards_against_zero() {
+        assert_eq!(per(5.0, 0), 0.0);
+        assert_eq!(per(5.0, 2), 2.5);
+    }
+}
