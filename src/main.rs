@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use corekv::config::{self, Parsed};
 use corekv::{log, log_error};
 
+/// Per-thread heaps suit one thread per core; glibc's malloc spent a fifth
+/// of a put's time in its own bookkeeping (flamegraphs/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let parsed = config::parse(std::env::args().skip(1), std::env::vars());
     let config = match parsed {

@@ -153,6 +153,15 @@ fn txn_needs_exact_revs(t: &ArchivedTxn, base: i64) -> bool {
         })
 }
 
+/// Whether planning `cmd` reads the state earlier commands left.
+fn reads_state(cmd: &ArchivedCommand) -> bool {
+    match cmd {
+        ArchivedCommand::Put(p) => p.ignore_value || p.ignore_lease,
+        ArchivedCommand::DeleteRange(_) | ArchivedCommand::Txn(_) => true,
+        ArchivedCommand::Compact(_) => false,
+    }
+}
+
 fn cmd_info(cmd: &ArchivedCommand, map: &RangeMap, me: ShardId, base: i64) -> CmdInfo {
     let n = map.shards();
     let mut set = ShardSet::default();
@@ -219,6 +228,9 @@ pub struct BatchRun<'b, 'm> {
     cur_rev: i64,
     barrier: Option<usize>,
     segment: u32,
+    /// The last command that reads state when planned (a Txn, a delete, a
+    /// put that keeps its value or lease): effects after it need no overlay.
+    last_reader: Option<usize>,
 }
 
 impl<'b, 'm> BatchRun<'b, 'm> {
@@ -253,6 +265,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
             cur_rev: base_rev,
             barrier: None,
             segment: 0,
+            last_reader: batch.items.iter().rposition(|it| reads_state(&it.cmd)),
         }
     }
 
@@ -343,6 +356,9 @@ impl<'b, 'm> BatchRun<'b, 'm> {
         let lease_exists = self.lease_exists;
         let revs = single.then_some(Revs { current: self.cur_rev, compacted: self.compact_rev });
         let mut planner = Planner::new(Stacked::new(&base, &mut self.overlay), Mine::All, c as u32);
+        if self.last_reader.is_none_or(|r| c > r) {
+            planner = planner.without_recording();
+        }
         let result = match &item.cmd {
             ArchivedCommand::Put(p) => check_put(planner.view(), p, lease_exists).map(|()| {
                 planner.parts.push(Part::Put { prev_kv: None });

@@ -585,12 +585,21 @@ pub struct Planner<'v, 'o, 'b, 'm, V: View> {
     pub writes: u32,
     /// Writes on this shard's keys.
     pub mine_writes: u32,
+    /// Record effects in the overlay (something later reads them).
+    record: bool,
 }
 
 impl<'v, 'o, 'b, 'm, V: View> Planner<'v, 'o, 'b, 'm, V> {
     /// A planner for command `cmd` of the batch.
     pub fn new(view: Stacked<'v, 'o, 'b, V>, mine: Mine<'m>, cmd: u32) -> Self {
-        Planner { view, mine, cmd, actions: Vec::new(), parts: Vec::new(), writes: 0, mine_writes: 0 }
+        Planner { view, mine, cmd, actions: Vec::new(), parts: Vec::new(), writes: 0, mine_writes: 0, record: true }
+    }
+
+    /// Skips recording plain puts' effects in the overlay: for commands
+    /// after which nothing in the batch reads state.
+    pub fn without_recording(mut self) -> Self {
+        self.record = false;
+        self
     }
 
     /// The state the planner sees (base plus effects so far).
@@ -612,6 +621,22 @@ impl<'v, 'o, 'b, 'm, V: View> Planner<'v, 'o, 'b, 'm, V> {
     /// Plans a put whose checks passed.
     pub fn put(&mut self, slot: u32, p: &'b ArchivedPut) {
         let key = p.key.as_slice();
+        if !self.record && !p.ignore_value && !p.ignore_lease {
+            // Nothing later in the batch reads state: the put's effect on
+            // the overlay would never be looked at.
+            if let Some(sub) = self.next_sub(key) {
+                let value = Cow::Borrowed(p.value.as_slice());
+                self.actions.push(Action::Put {
+                    slot,
+                    key,
+                    value,
+                    lease: p.lease.to_native(),
+                    sub,
+                    prev_kv: p.prev_kv,
+                });
+            }
+            return;
+        }
         let cur = self.view.get(key);
         let value: Cow<'b, [u8]> = match (p.ignore_value, cur) {
             (true, Some(c)) => Cow::Owned(c.value.to_vec()),

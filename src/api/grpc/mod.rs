@@ -9,6 +9,7 @@
 //! encoded message bytes), the store, Raft, or other reactors. Everything is
 //! single-threaded (`Rc`, no `Send` bounds); one server per reactor thread.
 
+mod authority;
 mod client;
 mod codec;
 mod flow;

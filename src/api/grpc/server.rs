@@ -24,6 +24,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 
+use super::authority::{AuthorityFix, MAX_FRAME_PAYLOAD};
 use super::codec::Decoder;
 use super::flow::Framed;
 use super::http1::{self, Rewind, Sniffed};
@@ -96,7 +97,9 @@ pub async fn serve_connection<S: Service>(
     let sniffed = within(deadline, http1::sniff(&mut io, limits.http1_head_bytes_max)).await;
     match sniffed {
         Some(Ok(Sniffed::Http2(prefix))) => {
-            serve_h2(Rewind::new(prefix, io), peer, svc, limits).await;
+            // Real etcd clients send `:authority` values h2 refuses.
+            let io = AuthorityFix::new(Rewind::new(prefix, io), limits.max_header_list_bytes as usize);
+            serve_h2(io, peer, svc, limits).await;
         }
         Some(Ok(Sniffed::Http1(head))) => {
             let exchange = http1::serve(&mut io, head, &*svc, limits.http1_head_bytes_max);
@@ -133,6 +136,9 @@ where
         .initial_connection_window_size(limits.conn_window_bytes)
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(limits.max_header_list_bytes)
+        // What `AuthorityFix` splits rewritten header blocks for (h2's
+        // default, stated so the two cannot drift apart).
+        .max_frame_size(MAX_FRAME_PAYLOAD)
         .max_send_buffer_size(limits.max_send_buffer_bytes);
     let handshake = within(limits.handshake_timeout, builder.handshake::<_, Bytes>(io)).await;
     let Some(Ok(mut connection)) = handshake else {
