@@ -6,6 +6,7 @@ pub mod types;
 pub mod log;
 pub mod api;
 pub mod apply;
+pub mod btree;
 pub mod config;
 pub mod mvcc;
 pub mod node;

@@ -102,7 +102,14 @@ impl Tree {
         };
         self.in_flight = Some(number);
         let meta_id = meta.slot();
-        Ok(Checkpoint { number, pages, meta: Arc::new(meta.encode()), meta_id, page_count: plan.page_count, blob: meta.blob })
+        Ok(Checkpoint {
+            number,
+            pages,
+            meta: Arc::new(meta.encode()),
+            meta_id,
+            page_count: plan.page_count,
+            blob: meta.blob,
+        })
     }
 
     /// The checkpoint's meta page is durable: the pages it released become

@@ -158,7 +158,7 @@ fn seek<S: PageStore + ?Sized>(
             if position.is_some() {
                 return Ok(Some(stack));
             }
-            return Ok(next_leaf(tree, store, direction, stack)?);
+            return next_leaf(tree, store, direction, stack);
         }
         let index = match from {
             Bound::Included(k) | Bound::Excluded(k) => node.child_index(k)?,

@@ -142,6 +142,12 @@ pub enum Error {
     /// The store holds no pages: use `Tree::create`.
     #[error("the store is empty (not formatted)")]
     NotFormatted,
+    /// `Tree::create` on a store that already holds pages.
+    #[error("the store already holds {page_count} pages; refusing to format it")]
+    NotEmpty {
+        /// Pages it holds.
+        page_count: u64,
+    },
     /// Neither meta page is valid: the file is not a tree or both are damaged.
     #[error("no valid meta page (page 0: {slot0}; page 1: {slot1})")]
     NoValidMeta {

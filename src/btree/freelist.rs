@@ -8,8 +8,7 @@
 
 use crate::btree::error::{Corruption, Error};
 use crate::btree::page::{
-    expect_kind, field, get_u16, get_u64, put_u64, write_header, Page, PageId, PageKind, HEADER_BYTES,
-    PAGE_BODY_BYTES,
+    expect_kind, field, get_u16, get_u64, put_u64, write_header, Page, PageId, PageKind, HEADER_BYTES, PAGE_BODY_BYTES,
 };
 
 /// Bytes of one id.

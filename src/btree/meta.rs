@@ -9,8 +9,7 @@
 
 use crate::btree::error::{Corruption, Error};
 use crate::btree::page::{
-    expect_kind, get_u32, get_u64, put_u32, put_u64, write_header, Page, PageId, PageKind, HEADER_BYTES,
-    PAGE_BYTES,
+    expect_kind, get_u32, get_u64, put_u32, put_u64, write_header, Page, PageId, PageKind, HEADER_BYTES, PAGE_BYTES,
 };
 
 /// Identifies a corekv B+tree file.

@@ -114,6 +114,8 @@
 //! `META_BLOB_BYTES_MAX` (1024) bytes; tree height up to 255 levels (a
 //! level is a u8; 4 levels already hold billions of keys).
 
+#![deny(missing_docs)]
+
 mod alloc;
 mod checkpoint;
 mod cursor;
@@ -139,7 +141,9 @@ pub use file::FileStore;
 pub use meta::{Meta, FORMAT_VERSION, META_BLOB_BYTES_MAX};
 pub use node::{NodeRef, OverflowRef, Value, KEY_BYTES_MAX};
 pub use overflow::{OVERFLOW_PAGES_MAX, VALUE_BYTES_MAX};
-pub use page::{verify_bytes, Page, PageBuf, PageId, PageKind, HEADER_BYTES, PAGE_BODY_BYTES, PAGE_BYTES, SECTOR_BYTES};
+pub use page::{
+    verify_bytes, Page, PageBuf, PageId, PageKind, HEADER_BYTES, PAGE_BODY_BYTES, PAGE_BYTES, SECTOR_BYTES,
+};
 pub use store::{MemStore, PageStore};
 pub use tree::{Found, Tree};
 pub use verify::VerifyStats;

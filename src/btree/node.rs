@@ -21,8 +21,8 @@ use std::borrow::Cow;
 
 use crate::btree::error::{Corruption, Error};
 use crate::btree::page::{
-    field, get_u16, get_u32, get_u64, get_u8, kind_of, put_u16, put_u32, put_u64, write_header, Page, PageId,
-    PageKind, HEADER_BYTES, PAGE_BODY_BYTES, PAGE_BYTES,
+    field, get_u16, get_u32, get_u64, get_u8, kind_of, put_u16, put_u32, put_u64, write_header, Page, PageId, PageKind,
+    HEADER_BYTES, PAGE_BODY_BYTES, PAGE_BYTES,
 };
 
 /// Bytes of one slot (a u16 cell offset).
@@ -541,7 +541,8 @@ mod tests {
     fn built_leaf_reads_back_in_place() {
         let mut edit = NodeEdit::empty_leaf();
         edit.cells.push(Cow::Owned(leaf_cell(b"a", Value::Inline(b"1"))));
-        edit.cells.push(Cow::Owned(leaf_cell(b"c", Value::Overflow(OverflowRef { head: PageId(9), value_bytes: 5000 }))));
+        edit.cells
+            .push(Cow::Owned(leaf_cell(b"c", Value::Overflow(OverflowRef { head: PageId(9), value_bytes: 5000 }))));
         let page = edit.build();
         let node = NodeRef::parse(PageId(2), page.bytes()).unwrap();
         assert_eq!(node.count(), 2);

@@ -15,8 +15,7 @@
 
 use crate::btree::error::{Corruption, Error};
 use crate::btree::page::{
-    expect_kind, field, get_u16, get_u64, put_u64, write_header, Page, PageId, PageKind, HEADER_BYTES,
-    PAGE_BODY_BYTES,
+    expect_kind, field, get_u16, get_u64, put_u64, write_header, Page, PageId, PageKind, HEADER_BYTES, PAGE_BODY_BYTES,
 };
 
 /// Bytes of a page id in a head page.
@@ -87,7 +86,9 @@ pub(crate) fn data_payload(id: PageId, bytes: &[u8], payload_bytes: usize) -> Re
     if get_u64(bytes, field::AUX) != Some(payload_bytes as u64) {
         return Err(bad(Corruption::Invalid { what: "overflow payload length" }));
     }
-    bytes.get(HEADER_BYTES..HEADER_BYTES + payload_bytes).ok_or(bad(Corruption::OutOfBounds { what: "overflow payload" }))
+    bytes
+        .get(HEADER_BYTES..HEADER_BYTES + payload_bytes)
+        .ok_or(bad(Corruption::OutOfBounds { what: "overflow payload" }))
 }
 
 /// Payload bytes of data page `i` of a value of `value_bytes`.

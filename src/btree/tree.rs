@@ -107,10 +107,14 @@ impl Tree {
     }
 
     /// Formats an empty store: writes both meta pages (checkpoints 0 and 1,
-    /// an empty tree) and syncs. The file is usable only once this returned;
-    /// create it under a temporary name and rename it if a crash during
-    /// creation must not leave an unopenable file.
+    /// an empty tree) and syncs. Refuses a store that holds pages. The file
+    /// is usable only once this returned; create it under a temporary name
+    /// and rename it if a crash during creation must not leave an
+    /// unopenable file.
     pub fn create<S: PageStore + ?Sized>(store: &mut S) -> Result<Tree, Error> {
+        if store.page_count() != 0 {
+            return Err(Error::NotEmpty { page_count: store.page_count() });
+        }
         let mut meta = Meta {
             number: 0,
             root: PageId::NONE,
@@ -265,7 +269,12 @@ impl Tree {
 
     /// Appends the bytes of `value` to `out`. On error `out` may hold part
     /// of the value: truncate it before retrying.
-    pub fn read_value<S: PageStore + ?Sized>(&self, store: &S, value: Value<'_>, out: &mut Vec<u8>) -> Result<(), Error> {
+    pub fn read_value<S: PageStore + ?Sized>(
+        &self,
+        store: &S,
+        value: Value<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
         let overflow = match value {
             Value::Inline(bytes) => {
                 out.extend_from_slice(bytes);
@@ -284,7 +293,11 @@ impl Tree {
 
     /// Every page of an overflow value, head first: what to load at once
     /// before `read_value` to avoid a miss per page.
-    pub fn overflow_pages<S: PageStore + ?Sized>(&self, store: &S, overflow: OverflowRef) -> Result<Vec<PageId>, Error> {
+    pub fn overflow_pages<S: PageStore + ?Sized>(
+        &self,
+        store: &S,
+        overflow: OverflowRef,
+    ) -> Result<Vec<PageId>, Error> {
         let head = self.page(store, overflow.head)?;
         let mut pages = vec![overflow.head];
         pages.extend(head_data_pages(overflow.head, head.bytes(), overflow.value_bytes as usize)?);

@@ -74,6 +74,7 @@ fn a_damaged_newest_meta_page_falls_back_to_the_older_one() {
     let both = flipped(&flipped(&store, PageId(0), 60), PageId(1), 60);
     assert!(matches!(Tree::open(&both), Err(Error::NoValidMeta { .. })));
     assert!(matches!(Tree::open(&MemStore::new()), Err(Error::NotFormatted)));
+    assert!(matches!(Tree::create(&mut store.clone()), Err(Error::NotEmpty { .. })));
 }
 
 #[test]
@@ -109,12 +110,20 @@ fn a_file_store_round_trips_shrinks_and_reports_corruption_with_offsets() {
     tree.checkpoint(&mut store, b"").unwrap();
     let leaf = tree.descend(&store, b"k").unwrap()[0].id;
     let mut page = Page::zeroed();
-    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&path).unwrap(), page.bytes_mut(), leaf.byte_offset())
-        .unwrap();
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(&path).unwrap(),
+        page.bytes_mut(),
+        leaf.byte_offset(),
+    )
+    .unwrap();
     page.bytes_mut()[3000] ^= 1;
     let damaged = Page::from_bytes(page.bytes()).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&std::fs::File::options().write(true).open(&path).unwrap(), damaged.bytes(), leaf.byte_offset())
-        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::File::options().write(true).open(&path).unwrap(),
+        damaged.bytes(),
+        leaf.byte_offset(),
+    )
+    .unwrap();
     let store = FileStore::open(&path).unwrap();
     let error = Tree::open(&store).err().unwrap();
     assert_corrupt(&error, leaf);

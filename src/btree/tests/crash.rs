@@ -66,13 +66,8 @@ fn crash_everywhere(rng: &mut Rng, base: &MemStore, checkpoint: &Checkpoint, old
     for _ in 0..4 {
         let torn_at = rng.below(n.max(1) as u64) as usize;
         let mask = rng.next_u64();
-        let disk = disk_after_crash(base, pages, |i| {
-            if i == torn_at {
-                Fate::Torn(mask)
-            } else {
-                fate_for(rng_bit(mask, i))
-            }
-        });
+        let disk =
+            disk_after_crash(base, pages, |i| if i == torn_at { Fate::Torn(mask) } else { fate_for(rng_bit(mask, i)) });
         assert_recovers_to(disk, old, "page subset with a torn page");
     }
     // After the first sync: the meta write lost, torn, or landed.

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 
-use super::util::{assert_matches, for_seeds, model_range, random_key, random_value, MissStore, Model, Rng};
+use super::util::{assert_matches, for_seeds, model_range, random_key, random_value, MissStore, Model, Pairs, Rng};
 use crate::btree::{Cursor, Error, MemStore, PageStore, Tree};
 
 /// Calls `op` until it stops missing, loading each missed page.
@@ -20,7 +20,7 @@ fn retry<T>(store: &mut MissStore, mut op: impl FnMut(&MissStore) -> Result<T, E
 }
 
 /// A range read through misses, values included.
-fn range(tree: &Tree, store: &mut MissStore, mut cursor: Cursor, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn range(tree: &Tree, store: &mut MissStore, mut cursor: Cursor, limit: usize) -> Pairs {
     let mut out = Vec::new();
     while out.len() < limit {
         let entry = match cursor.next(tree, store) {
@@ -43,7 +43,11 @@ fn range(tree: &Tree, store: &mut MissStore, mut cursor: Cursor, limit: usize) -
 
 /// Runs a mutation through misses, checking that each miss left the tree
 /// as it was.
-fn mutate<T>(tree: &mut Tree, store: &mut MissStore, mut op: impl FnMut(&mut Tree, &MissStore) -> Result<T, Error>) -> T {
+fn mutate<T>(
+    tree: &mut Tree,
+    store: &mut MissStore,
+    mut op: impl FnMut(&mut Tree, &MissStore) -> Result<T, Error>,
+) -> T {
     retry(store, |s| {
         let (generation, len, dirty) = (tree.generation(), tree.len(), tree.dirty_pages());
         let result = op(tree, s);

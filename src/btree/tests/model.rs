@@ -93,7 +93,11 @@ fn ascending_inserts_fill_leaves_almost_completely() {
     let stats = tree.verify(&store).unwrap();
     let cell_bytes = 2 + 7 + 8 + value.len() as u64;
     let ideal_leaves = (count * cell_bytes).div_ceil(PAGE_BODY_BYTES as u64);
-    assert!(stats.node_pages * 100 <= ideal_leaves * 103, "{} node pages for {ideal_leaves} ideal leaves", stats.node_pages);
+    assert!(
+        stats.node_pages * 100 <= ideal_leaves * 103,
+        "{} node pages for {ideal_leaves} ideal leaves",
+        stats.node_pages
+    );
 }
 
 #[test]
@@ -269,7 +273,9 @@ fn cursor_continues_past_its_last_key_after_the_tree_changes() {
             let expected = match (&last, forward) {
                 (None, true) => model.keys().next().cloned(),
                 (None, false) => model.keys().next_back().cloned(),
-                (Some(k), true) => model.range::<Vec<u8>, _>((Bound::Excluded(k), Bound::Unbounded)).next().map(|e| e.0.clone()),
+                (Some(k), true) => {
+                    model.range::<Vec<u8>, _>((Bound::Excluded(k), Bound::Unbounded)).next().map(|e| e.0.clone())
+                }
                 (Some(k), false) => model.range::<Vec<u8>, _>(..k).next_back().map(|e| e.0.clone()),
             };
             let got = cursor.next(&tree, &store).unwrap().map(|e| e.key.to_vec());

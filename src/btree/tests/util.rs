@@ -10,6 +10,8 @@ use std::sync::Arc;
 use crate::btree::{Cursor, Error, MemStore, Page, PageId, PageStore, StoreError, Tree};
 
 pub type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Key-value pairs in the order read.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// xorshift64*: small, fast, and a failing seed replays exactly.
 pub struct Rng(u64);
@@ -107,7 +109,7 @@ pub fn collect<S: PageStore + ?Sized>(
     store: &S,
     mut cursor: Cursor,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+) -> Result<Pairs, Error> {
     let mut out = Vec::new();
     while out.len() < limit {
         let Some(entry) = cursor.next(tree, store)? else { break };
@@ -121,7 +123,7 @@ pub fn collect<S: PageStore + ?Sized>(
 }
 
 /// The model's entries from `from` in the cursor's direction.
-pub fn model_range(model: &Model, from: Bound<&[u8]>, forward: bool, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn model_range(model: &Model, from: Bound<&[u8]>, forward: bool, limit: usize) -> Pairs {
     let from = from.map(<[u8]>::to_vec);
     let pairs = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
     if forward {
