@@ -404,13 +404,14 @@ impl Scanner {
                 return Step::NeedMore;
             }
             match self.state {
-                State::Preface(left) | State::Skip(left) => {
+                State::Preface(left) => {
                     let n = left.min(data.len());
-                    self.state = match self.state {
-                        _ if n == left => State::Head,
-                        State::Preface(_) => State::Preface(left - n),
-                        _ => State::Skip(left - n),
-                    };
+                    self.state = if n == left { State::Head } else { State::Preface(left - n) };
+                    return Step::Pass(n);
+                }
+                State::Skip(left) => {
+                    let n = left.min(data.len());
+                    self.state = if n == left { State::Head } else { State::Skip(left - n) };
                     return Step::Pass(n);
                 }
                 State::Passthrough => return Step::Pass(data.len()),
@@ -974,6 +975,7 @@ fn huffman_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Malformed> {
 #[cfg(test)]
 pub(super) mod testing {
     use std::collections::VecDeque;
+    use std::task::Waker;
 
     use super::*;
 
@@ -1150,20 +1152,70 @@ pub(super) mod testing {
         }
     }
 
-    /// The frames of a client byte stream (after the preface): kind, flags,
-    /// stream, payload.
-    pub fn frames(mut stream: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
-        if stream.starts_with(PREFACE) {
-            stream = &stream[PREFACE.len()..];
-        }
+    /// A frame: kind, flags, stream, payload.
+    pub type Frame = (u8, u8, u32, Vec<u8>);
+
+    /// The complete frames at the start of `stream` (after the preface, if
+    /// it starts with one) and how many bytes they and the preface took.
+    pub fn split_frames(stream: &[u8]) -> (Vec<Frame>, usize) {
+        let mut at = if stream.starts_with(PREFACE) { PREFACE.len() } else { 0 };
         let mut out = Vec::new();
-        while let Some(head) = FrameHead::parse(stream) {
-            let payload = stream[FRAME_HEAD_LEN..FRAME_HEAD_LEN + head.len].to_vec();
-            out.push((head.kind, head.flags, head.stream, payload));
-            stream = &stream[FRAME_HEAD_LEN + head.len..];
+        while let Some(head) = FrameHead::parse(&stream[at..]) {
+            let Some(payload) = stream.get(at + FRAME_HEAD_LEN..at + FRAME_HEAD_LEN + head.len) else {
+                break;
+            };
+            out.push((head.kind, head.flags, head.stream, payload.to_vec()));
+            at += FRAME_HEAD_LEN + head.len;
         }
-        assert!(stream.is_empty(), "trailing bytes after the last frame");
-        out
+        (out, at)
+    }
+
+    /// The frames of a whole byte stream.
+    pub fn frames(stream: &[u8]) -> Vec<Frame> {
+        let (frames, used) = split_frames(stream);
+        assert_eq!(used, stream.len(), "trailing bytes after the last frame");
+        frames
+    }
+
+    /// An in-memory stream that yields at most `chunk` bytes per read, then
+    /// either ends or stays open (pending).
+    pub struct Chunked {
+        pub data: Vec<u8>,
+        pub at: usize,
+        pub chunk: usize,
+        pub stays_open: bool,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let n = self.chunk.min(self.data.len() - self.at).min(buf.remaining());
+            if n == 0 && self.stays_open {
+                return Poll::Pending;
+            }
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Everything an `AuthorityFix` lets through of `input`, read `chunk`
+    /// bytes at a time from below and with `buf_len`-byte buffers above.
+    pub fn run_through(input: &[u8], chunk: usize, buf_len: usize, block_max: usize) -> Vec<u8> {
+        let inner = Chunked { data: input.to_vec(), at: 0, chunk, stays_open: false };
+        let mut fix = AuthorityFix::new(inner, block_max);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut storage = vec![0u8; buf_len];
+        let mut out = Vec::new();
+        loop {
+            let mut buf = ReadBuf::new(&mut storage);
+            match Pin::new(&mut fix).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return out,
+                Poll::Ready(Ok(())) => out.extend_from_slice(buf.filled()),
+                Poll::Ready(Err(err)) => panic!("read failed: {err}"),
+                Poll::Pending => panic!("an in-memory stream never waits"),
+            }
+        }
     }
 
     /// The header blocks of a byte stream (stream id, joined fragment),
@@ -1190,47 +1242,6 @@ mod tests {
 
     use super::testing::*;
     use super::*;
-
-    /// An in-memory stream that yields at most `chunk` bytes per read, then
-    /// either ends or stays open (pending).
-    struct Chunked {
-        data: Vec<u8>,
-        at: usize,
-        chunk: usize,
-        stays_open: bool,
-    }
-
-    impl AsyncRead for Chunked {
-        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-            let n = self.chunk.min(self.data.len() - self.at).min(buf.remaining());
-            if n == 0 && self.stays_open {
-                return Poll::Pending;
-            }
-            let at = self.at;
-            buf.put_slice(&self.data[at..at + n]);
-            self.at += n;
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    /// Everything an `AuthorityFix` lets through of `input`, read `chunk`
-    /// bytes at a time from below and with `buf_len`-byte buffers above.
-    fn run_through(input: &[u8], chunk: usize, buf_len: usize, block_max: usize) -> Vec<u8> {
-        let inner = Chunked { data: input.to_vec(), at: 0, chunk, stays_open: false };
-        let mut fix = AuthorityFix::new(inner, block_max);
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut storage = vec![0u8; buf_len];
-        let mut out = Vec::new();
-        loop {
-            let mut buf = ReadBuf::new(&mut storage);
-            match Pin::new(&mut fix).poll_read(&mut cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return out,
-                Poll::Ready(Ok(())) => out.extend_from_slice(buf.filled()),
-                Poll::Ready(Err(err)) => panic!("read failed: {err}"),
-                Poll::Pending => panic!("an in-memory stream never waits"),
-            }
-        }
-    }
 
     fn rewrite(input: &[u8]) -> Vec<u8> {
         run_through(input, usize::MAX, 64 * 1024, 64 * 1024)
@@ -1677,11 +1688,15 @@ mod tests {
         input.extend(frame(DATA, 0, 1, b"x"));
         input.extend(frame(CONTINUATION, END_HEADERS, 1, &[]));
         assert_eq!(rewrite(&input), input);
-        // Truncated streams are forwarded as they are.
+        // A stream that ends inside a frame header or a header block is
+        // forwarded as it is; a complete block before the end is rewritten.
         let input = requests(&[bad]);
-        for cut in [30, 40, 60, input.len() - 3] {
+        for cut in [30, 40, 60] {
             assert_eq!(rewrite(&input[..cut]), &input[..cut]);
         }
+        let cut = &input[..input.len() - 3];
+        assert_eq!(rewrite(cut).len(), cut.len());
+        assert_ne!(rewrite(cut), cut);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! sending and bounded buffering, plus plain HTTP/1.1 `GET` on the same port
 //! (`/health`, `/version`, `/metrics`).
 //!
-//! Owns: connection handling (`serve_connection`), the [`Service`] trait the
-//! etcd services implement, and a small client ([`GrpcClient`]) for the load
-//! generator and tests. Never touches: protobuf (handlers get and return
-//! encoded message bytes), the store, Raft, or other reactors. Everything is
-//! single-threaded (`Rc`, no `Send` bounds); one server per reactor thread.
+//! Owns: connection handling (`serve_connection`, which also repairs the
+//! malformed `:authority` values real etcd clients send, see `authority`),
+//! the [`Service`] trait the etcd services implement, and a small client
+//! ([`GrpcClient`]) for the load generator and tests. Never touches:
+//! protobuf (handlers get and return encoded message bytes), the store, Raft,
+//! or other reactors. Everything is single-threaded (`Rc`, no `Send` bounds);
+//! one server per reactor thread.
 
 mod authority;
 mod client;

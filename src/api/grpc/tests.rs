@@ -333,3 +333,155 @@ async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     let _ = io.read_to_end(&mut reply).await;
     reply
 }
+
+// ------------------------------------------------------------------ :authority
+
+use super::authority::testing as h2raw;
+
+/// The request header block of a gRPC call to `/test.Echo/Unary` whose
+/// `:authority` is `authority` (an HPACK representation), in literals only.
+fn raw_request_block(authority: Vec<u8>) -> Vec<u8> {
+    let mut block = h2raw::indexed(3); // :method POST
+    block.extend(h2raw::indexed(6)); // :scheme http
+    block.extend(h2raw::literal(0x00, 4, b"", b"/test.Echo/Unary", false));
+    block.extend(authority);
+    block.extend(h2raw::literal(0x00, 31, b"", b"application/grpc", false));
+    block.extend(h2raw::literal(0x00, 0, b"te", b"trailers", false));
+    block
+}
+
+/// What the server answered on one stream.
+#[derive(Default, Debug)]
+struct RawAnswer {
+    headers: Vec<h2raw::Fields>,
+    data: Vec<u8>,
+    reset: bool,
+}
+
+/// Sends `requests` (stream id, header block, DATA payload) on one raw
+/// HTTP/2 connection and collects the answers until every stream has ended.
+async fn raw_h2_calls(addr: SocketAddr, requests: &[(u32, Vec<u8>, Vec<u8>)]) -> Vec<RawAnswer> {
+    let tcp = TcpStream::connect_addr(addr).await.expect("connect");
+    let mut io = tcp.into_poll_io().expect("poll io");
+    let mut out = h2raw::PREFACE.to_vec();
+    out.extend(h2raw::frame(h2raw::SETTINGS, 0, 0, &[]));
+    for (stream, block, data) in requests {
+        out.extend(h2raw::frame(h2raw::HEADERS, h2raw::END_HEADERS, *stream, block));
+        out.extend(h2raw::frame(h2raw::DATA, h2raw::END_STREAM, *stream, data));
+    }
+    io.write_all(&out).await.expect("write requests");
+    let mut answers: Vec<RawAnswer> = requests.iter().map(|_| RawAnswer::default()).collect();
+    let mut ended = vec![false; requests.len()];
+    let mut decoder = h2raw::Decoder::default();
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    while !ended.iter().all(|&e| e) {
+        let n = io.read(&mut chunk).await.expect("read answers");
+        assert!(n > 0, "server closed the connection; answers so far: {answers:?}");
+        received.extend_from_slice(&chunk[..n]);
+        let (frames, used) = h2raw::split_frames(&received);
+        received.drain(..used);
+        for (kind, flags, stream, payload) in frames {
+            assert_ne!(kind, 0x7, "GOAWAY: {payload:?}");
+            let Some(i) = requests.iter().position(|(id, _, _)| *id == stream) else {
+                continue;
+            };
+            match kind {
+                h2raw::HEADERS => {
+                    assert!(flags & h2raw::END_HEADERS != 0, "the server sent CONTINUATION frames");
+                    answers[i].headers.push(decoder.decode(&payload));
+                }
+                h2raw::DATA => answers[i].data.extend_from_slice(&payload),
+                0x3 => answers[i].reset = true,
+                _ => {}
+            }
+            if flags & h2raw::END_STREAM != 0 && kind != 0x4 || kind == 0x3 {
+                ended[i] = true;
+            }
+        }
+    }
+    answers
+}
+
+fn field<'a>(fields: &'a h2raw::Fields, name: &str) -> Option<&'a [u8]> {
+    fields.iter().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| v.as_slice())
+}
+
+#[test]
+fn malformed_authorities_of_real_etcd_clients_are_served() {
+    // What etcdctl 3.4 and etcd's Go client 3.5.0 send; h2 refuses both.
+    let etcdctl = b"http://127.0.0.1:1234";
+    let go_client = b"#initially=[https://example.com:2379]";
+    assert!(http::uri::Authority::try_from(&etcdctl[..]).is_err());
+    assert!(http::uri::Authority::try_from(&go_client[..]).is_err());
+    with_server(test_limits(), |addr, _| async move {
+        let message = |text: &[u8]| {
+            let mut framed = vec![0, 0, 0, 0, text.len() as u8];
+            framed.extend_from_slice(text);
+            framed
+        };
+        let requests = [
+            // Added to the dynamic table ...
+            (1, raw_request_block(h2raw::literal(0x40, 1, b"", etcdctl, false)), message(b"one")),
+            // ... and referenced from it (newest entry: index 62).
+            (3, raw_request_block(h2raw::indexed(62)), message(b"two")),
+            // Huffman-coded, not indexed.
+            (5, raw_request_block(h2raw::literal(0x00, 1, b"", go_client, true)), message(b"three")),
+            // Never indexed, with its name as a literal.
+            (7, raw_request_block(h2raw::literal(0x10, 0, b":authority", go_client, false)), message(b"four")),
+        ];
+        let answers = raw_h2_calls(addr, &requests).await;
+        for ((stream, _, data), answer) in requests.iter().zip(&answers) {
+            assert!(!answer.reset, "stream {stream} was reset");
+            let (head, trailers) = (&answer.headers[0], &answer.headers[answer.headers.len() - 1]);
+            assert_eq!(field(head, ":status"), Some(&b"200"[..]), "stream {stream}: {answer:?}");
+            assert_eq!(field(trailers, "grpc-status"), Some(&b"0"[..]), "stream {stream}: {answer:?}");
+            assert_eq!(&answer.data, data, "stream {stream}");
+        }
+        // The connection still serves well-formed requests.
+        let valid = (9, raw_request_block(h2raw::literal(0x00, 1, b"", b"127.0.0.1:1234", true)), message(b"ok"));
+        let answers = raw_h2_calls(addr, &[valid]).await;
+        assert_eq!(field(&answers[0].headers[0], ":status"), Some(&b"200"[..]));
+    });
+}
+
+#[test]
+fn h2_client_header_blocks_decode_with_our_hpack_and_pass_unchanged() {
+    // h2's encoder Huffman-codes every string: every octet a header value
+    // may hold must decode as h2 encoded it.
+    let value: Vec<u8> = (0x20..=0x7eu8).chain([b'\t']).chain(0x80..=0xffu8).collect();
+    with_server(test_limits(), move |_, _| async move {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut metadata = http::HeaderMap::new();
+        let header = http::HeaderValue::from_bytes(&value).expect("header value");
+        metadata.insert("x-every-octet", header);
+        metadata.insert("x-token", http::HeaderValue::from_static("abc"));
+        let call = monoio::spawn(async move {
+            let client = connect(addr).await.with_metadata(metadata);
+            for _ in 0..2 {
+                let _ = client.unary("/test.Echo/Unary", Bytes::from_static(b"x")).await;
+            }
+        });
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut io = tcp.into_poll_io().expect("poll io");
+        let mut received = Vec::new();
+        let mut chunk = vec![0u8; 4096];
+        // Until the first request's DATA frame: its header block is whole.
+        while !h2raw::split_frames(&received).0.iter().any(|f| f.0 == h2raw::DATA) {
+            let n = io.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "client closed");
+            received.extend_from_slice(&chunk[..n]);
+        }
+        let (_, used) = h2raw::split_frames(&received);
+        let received = &received[..used];
+        let blocks = h2raw::header_blocks(received, 16_384);
+        let fields = h2raw::Decoder::default().decode(&blocks[0].1);
+        assert_eq!(field(&fields, "x-every-octet"), Some(&value[..]));
+        assert_eq!(field(&fields, ":path"), Some(&b"/test.Echo/Unary"[..]));
+        assert_eq!(field(&fields, ":authority"), Some(addr.to_string().as_bytes()));
+        // A valid request passes the rewriter byte for byte.
+        assert_eq!(h2raw::run_through(received, 1000, 4096, 64 * 1024), received);
+        drop(call);
+    });
+}
