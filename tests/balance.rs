@@ -21,9 +21,8 @@ fn key(i: usize) -> String {
 async fn load(client: &mut etcd_client::Client, from: usize, to: usize) {
     let mut i = from;
     while i < to {
-        let ops: Vec<etcd_client::TxnOp> = (i..(i + TXN_KEYS).min(to))
-            .map(|k| etcd_client::TxnOp::put(key(k), format!("v{k}"), None))
-            .collect();
+        let ops: Vec<etcd_client::TxnOp> =
+            (i..(i + TXN_KEYS).min(to)).map(|k| etcd_client::TxnOp::put(key(k), format!("v{k}"), None)).collect();
         client.txn(etcd_client::Txn::new().and_then(ops)).await.expect("load txn");
         i += TXN_KEYS;
     }

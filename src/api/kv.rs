@@ -94,12 +94,14 @@ fn check_txn(t: &pb::TxnRequest, max_ops: usize) -> Result<(), Status> {
     if t.compare.iter().any(|c| c.key.is_empty()) {
         return Err(empty_key());
     }
+    // A nested Txn gets what its parent's ops left of the limit, as in etcd.
+    let nested_max = max_ops - ops;
     for op in t.success.iter().chain(t.failure.iter()) {
         match &op.request {
             Some(pb::request_op::Request::RequestRange(r)) => check_range(r)?,
             Some(pb::request_op::Request::RequestPut(r)) => check_put(r)?,
             Some(pb::request_op::Request::RequestDeleteRange(r)) => check_delete(r)?,
-            Some(pb::request_op::Request::RequestTxn(r)) => check_txn(r, max_ops)?,
+            Some(pb::request_op::Request::RequestTxn(r)) => check_txn(r, nested_max)?,
             // An empty op, as etcd answers it.
             None => return Err(Status::invalid_argument("etcdserver: key not found")),
         }
@@ -321,8 +323,12 @@ fn ops_pb(responses: Vec<Response>, rev_before: i64, rev_after: i64, wrote: &mut
                 Response::Range { result, rev } => R::ResponseRange(range_pb(result, inner_header(rev))),
                 Response::Txn { succeeded, responses } => {
                     let inner = ops_pb(responses, rev_before, rev_after, wrote);
-                    let rev = if *wrote { rev_after } else { rev_before };
-                    R::ResponseTxn(pb::TxnResponse { header: inner_header(rev), succeeded, responses: inner })
+                    // etcd leaves a nested Txn's header empty.
+                    R::ResponseTxn(pb::TxnResponse {
+                        header: Some(pb::ResponseHeader::default()),
+                        succeeded,
+                        responses: inner,
+                    })
                 }
                 Response::Compact => R::ResponseRange(pb::RangeResponse::default()),
             };
@@ -376,10 +382,23 @@ pub async fn delete_range<B: Backend>(b: &B, body: Bytes, limits: &Limits) -> Re
     }))
 }
 
+/// A Txn with no write in either branch at any depth.
+fn is_read_only(t: &pb::TxnRequest) -> bool {
+    t.success.iter().chain(t.failure.iter()).all(|op| match &op.request {
+        Some(pb::request_op::Request::RequestRange(_)) => true,
+        Some(pb::request_op::Request::RequestTxn(inner)) => is_read_only(inner),
+        _ => false,
+    })
+}
+
 /// KV.Txn.
 pub async fn txn<B: Backend>(b: &B, body: Bytes, limits: &Limits) -> Result<Bytes, Status> {
-    check_size(&body, limits)?;
     let t: pb::TxnRequest = decode(&body)?;
+    // etcd serves a read-only Txn without proposing it, so only writing
+    // Txns meet the request size limit.
+    if !is_read_only(&t) {
+        check_size(&body, limits)?;
+    }
     check_txn(&t, limits.max_txn_ops)?;
     check_intervals(&t.success)?;
     check_intervals(&t.failure)?;

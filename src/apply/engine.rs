@@ -30,7 +30,7 @@
 use super::command::{ArchivedBatch, ArchivedCommand, ArchivedCompareValue, ArchivedOp, ArchivedTxn, Origin};
 use super::eval::{
     check_ops, check_put, collect_state, keep_owned, txn_footprint, txn_path, Action, ApplyError, FullView, Live, Mine,
-    Overlay, Part, Planner, RevTable, Revs, Stacked, StoreView,
+    Overlay, Part, Planner, PutCheck, RevTable, Revs, Stacked, StoreView,
 };
 use super::range::{read_part, Shape};
 use super::rangemap::RangeMap;
@@ -360,7 +360,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
             planner = planner.without_recording();
         }
         let result = match &item.cmd {
-            ArchivedCommand::Put(p) => check_put(planner.view(), p, lease_exists).map(|()| {
+            ArchivedCommand::Put(p) => check_put(planner.view(), p, PutCheck::Plain, lease_exists).map(|()| {
                 planner.parts.push(Part::Put { prev_kv: None });
                 planner.put(0, p);
             }),

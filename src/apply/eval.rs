@@ -416,13 +416,32 @@ pub struct Revs {
     pub compacted: i64,
 }
 
-/// etcd's check of a put against the state before it.
-pub fn check_put<V: View>(v: &V, p: &ArchivedPut, lease_exists: &dyn Fn(i64) -> bool) -> Result<(), ApplyError> {
-    if (p.ignore_value || p.ignore_lease) && v.get(p.key.as_slice()).is_none() {
+/// Which of etcd's two put checks comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutCheck {
+    /// A plain Put: the lease is looked up before the key.
+    Plain,
+    /// A put inside a Txn: the key before the lease.
+    InTxn,
+}
+
+/// etcd's checks of a put against the state before it.
+pub fn check_put<V: View>(
+    v: &V,
+    p: &ArchivedPut,
+    order: PutCheck,
+    lease_exists: &dyn Fn(i64) -> bool,
+) -> Result<(), ApplyError> {
+    let lease = p.lease.to_native();
+    let lease_ok = || !(!p.ignore_lease && lease != 0 && !lease_exists(lease));
+    let key_ok = || !((p.ignore_value || p.ignore_lease) && v.get(p.key.as_slice()).is_none());
+    if order == PutCheck::Plain && !lease_ok() {
+        return Err(ApplyError::LeaseNotFound);
+    }
+    if !key_ok() {
         return Err(ApplyError::KeyNotFound);
     }
-    let lease = p.lease.to_native();
-    if !p.ignore_lease && lease != 0 && !lease_exists(lease) {
+    if !lease_ok() {
         return Err(ApplyError::LeaseNotFound);
     }
     Ok(())
@@ -445,7 +464,8 @@ pub fn check_range(r: &ArchivedRange, revs: Option<Revs>) -> Result<(), ApplyErr
     }
 }
 
-/// etcd's `checkRequests`: the first failing op of the taken path, in order.
+/// etcd's `checkRequests` of a Txn's taken path: first every put (at every
+/// depth, in order), then every read's revision, as etcd 3.4 and 3.5 do.
 pub fn check_ops<V: View>(
     v: &V,
     ops: &[ArchivedOp],
@@ -453,17 +473,31 @@ pub fn check_ops<V: View>(
     revs: Option<Revs>,
     lease_exists: &dyn Fn(i64) -> bool,
 ) -> Result<(), ApplyError> {
+    walk_path(ops, path, &mut |op| match op {
+        ArchivedOp::Put(p) => check_put(v, p, PutCheck::InTxn, lease_exists),
+        _ => Ok(()),
+    })?;
+    walk_path(ops, path, &mut |op| match op {
+        ArchivedOp::Range(r) => check_range(r, revs),
+        _ => Ok(()),
+    })
+}
+
+/// Calls `f` on every non-Txn op of a taken path, depth first, in order,
+/// until it fails.
+fn walk_path(
+    ops: &[ArchivedOp],
+    path: &Path,
+    f: &mut dyn FnMut(&ArchivedOp) -> Result<(), ApplyError>,
+) -> Result<(), ApplyError> {
     let mut nested = path.nested.iter();
     for op in ops {
-        match op {
-            ArchivedOp::Range(r) => check_range(r, revs)?,
-            ArchivedOp::Put(p) => check_put(v, p, lease_exists)?,
-            ArchivedOp::DeleteRange(_) => {}
-            ArchivedOp::Txn(t) => {
-                let Some(p) = nested.next() else { break };
-                let branch = if p.succeeded { &t.success } else { &t.failure };
-                check_ops(v, branch, p, revs, lease_exists)?;
-            }
+        if let ArchivedOp::Txn(t) = op {
+            let Some(p) = nested.next() else { break };
+            let branch = if p.succeeded { &t.success } else { &t.failure };
+            walk_path(branch, p, f)?;
+        } else {
+            f(op)?;
         }
     }
     Ok(())

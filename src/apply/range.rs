@@ -120,10 +120,18 @@ enum Mode {
     SortFirst { target: i32 },
 }
 
+impl Mode {
+    fn sorts_by_value(self) -> bool {
+        matches!(self, Mode::SortAll { target: TARGET_VALUE, .. } | Mode::SortFirst { target: TARGET_VALUE })
+    }
+}
+
 /// One shard's answer to a Range.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangePart {
-    /// Matching versions, filtered, in the requested order, at most `limit`.
+    /// Matching versions, filtered, in the requested order, at most `limit`
+    /// (values kept when a keys-only result sorts by value: the merge drops
+    /// them).
     pub kvs: Vec<KeyValue>,
     /// Keys in the shard's part of the range (before filters).
     pub count: i64,
@@ -144,13 +152,15 @@ pub fn read_part<S: MvccStore + ?Sized>(store: &S, start: &[u8], end: End<'_>, r
     // Sorting everything needs every match; otherwise one past the limit
     // tells whether there is more.
     let keep_all = matches!(mode, Mode::SortAll { .. });
+    // Values sort a keys-only result too: they go only after the merge.
+    let strip = shape.keys_only && !mode.sorts_by_value();
     // etcd sorts the first limit + 1 keys in SortFirst mode.
     let cap = if let Mode::SortFirst { .. } = mode { limit.saturating_add(1) } else { limit };
     let mut visit = |kv: KvRef<'_>| {
         if shape.keeps(&kv) {
             passed += 1;
             if keep_all || kvs.len() < cap {
-                kvs.push(owned(&kv, shape.keys_only));
+                kvs.push(owned(&kv, strip));
             } else {
                 return ControlFlow::Break(());
             }
@@ -239,6 +249,11 @@ pub fn merge_parts(mut parts: Vec<RangePart>, shape: &Shape) -> RangeResult {
     }
     let more = truncated || kvs.len() > limit;
     kvs.truncate(limit);
+    if shape.keys_only {
+        for kv in &mut kvs {
+            kv.value = Vec::new();
+        }
+    }
     RangeResult { kvs, count, more }
 }
 

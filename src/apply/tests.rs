@@ -24,7 +24,7 @@ struct Shards {
 impl Shards {
     fn new(map: RangeMap) -> Shards {
         let stores = (0..map.shards()).map(|_| MemStore::default()).collect();
-        Shards { map, stores, rev: 1, compact_rev: 0, index: 0, seq: 0 }
+        Shards { map, stores, rev: 1, compact_rev: -1, index: 0, seq: 0 }
     }
 
     fn with(n: usize) -> Shards {

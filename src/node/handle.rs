@@ -15,7 +15,7 @@ use super::Shared;
 use crate::api::backend::{Backend, Identity, ReadResult, StatusInfo};
 use crate::api::grpc::LocalBoxFuture;
 use crate::apply::command::{Command, Item, Origin, Range};
-use crate::apply::range::{merge_parts, RangeResult, Shape};
+use crate::apply::range::{merge_parts, Shape};
 use crate::apply::{merge, ApplyError, Exchange, Outcome, RangeMap, Reply};
 use crate::mvcc::{End, KeyHistory, MvccStore};
 use crate::runtime::local::{oneshot, Notify, Sender};
@@ -47,6 +47,13 @@ struct Local {
 /// A reactor's handle on the node; cheap to clone.
 #[derive(Clone)]
 pub struct NodeHandle(Rc<Local>);
+
+impl Local {
+    /// The shard this reactor owns.
+    fn me_shard(&self) -> ShardId {
+        ShardId(self.me.0)
+    }
+}
 
 impl NodeHandle {
     pub(super) fn new(
@@ -248,12 +255,12 @@ impl NodeHandle {
     async fn range_with(&self, map: &RangeMap, r: &Range, linearizable: bool) -> Result<ReadResult, ReadError> {
         let shape = Shape::of(r);
         let v = map.version();
-        let span = map.overlapping(&r.key, End::from_range_end(&r.range_end));
-        let Some((first, last)) = span else {
-            // An empty range: nothing to read, at the local shard's revision.
-            let revision = self.0.shard.state.borrow().rev;
-            return Ok(ReadResult { revision, result: RangeResult::default() });
-        };
+        // An empty range still checks its revision: the local shard does
+        // that (and finds no keys).
+        let span = map
+            .overlapping(&r.key, End::from_range_end(&r.range_end))
+            .unwrap_or((self.0.me_shard(), self.0.me_shard()));
+        let (first, last) = span;
         let shards: Vec<ShardId> = (first.0..=last.0).map(ShardId).collect();
         let mut replies = self.read_all(&shards, r, 0, linearizable, v).await;
         if let Some(e) = replies.iter().find_map(|x| x.result.as_ref().err()) {

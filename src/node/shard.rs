@@ -102,7 +102,9 @@ impl Shard {
                 id,
                 store: MemStore::default(),
                 rev: 1,
-                compact_rev: 0,
+                // etcd's store starts "compacted at -1": Compact(0) is
+                // allowed on a store that was never compacted.
+                compact_rev: -1,
                 applied: RaftIndex(0),
                 received: RaftIndex(0),
                 serve_from: None,

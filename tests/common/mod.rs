@@ -23,15 +23,18 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use corekv::api::proto::etcdserverpb as pb;
 
+pub mod workload;
+
 /// How long a server may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a server that must refuse to start may take to exit.
-pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Per-request deadline of the clients: a hung server fails the test
 /// instead of hanging it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// The line both corekv and etcd log once they accept clients.
+/// The line corekv (and etcd with its default logger) logs once it accepts
+/// clients.
 const READY_LINE: &str = "ready to serve client requests";
+/// What etcd 3.4 logs instead with `--logger zap`, after it has a leader.
+const ETCD_ZAP_READY_LINE: &str = "serving client traffic insecurely";
 
 /// gRPC status codes used by the tests.
 pub mod code {
@@ -226,7 +229,8 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if self.stderr().contains(READY_LINE) {
+            let log = self.stderr();
+            if log.contains(READY_LINE) || (self.kind == Kind::Etcd && log.contains(ETCD_ZAP_READY_LINE)) {
                 return Ok(());
             }
             let child = self.child.as_mut().expect("child");
@@ -270,19 +274,6 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => c.try_wait().expect("try_wait").is_none(),
-            None => false,
-        }
-    }
-
-    /// The process id, for a test that signals it itself.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILLs the process and starts it again on the same data directory
@@ -336,6 +327,7 @@ pub fn etcd_binary() -> PathBuf {
 
 /// The gRPC code and message of an `etcd-client` error; panics on errors
 /// that are not a gRPC status (transport failures).
+#[track_caller]
 pub fn status_of(e: &etcd_client::Error) -> (i32, String) {
     match e {
         etcd_client::Error::GRpcStatus(s) => (i32::from(s.code()), s.message().to_string()),
@@ -344,6 +336,7 @@ pub fn status_of(e: &etcd_client::Error) -> (i32, String) {
 }
 
 /// The error of `r` as a (code, message) pair; panics if `r` succeeded.
+#[track_caller]
 pub fn expect_status<T: fmt::Debug>(r: Result<T, etcd_client::Error>) -> (i32, String) {
     match r {
         Ok(v) => panic!("expected an error, got {v:?}"),
@@ -533,7 +526,11 @@ impl Grpc {
     }
 
     /// One unary call with a protobuf request and response.
-    pub async fn unary<Q: prost::Message, R: prost::Message + Default>(&self, path: &str, req: &Q) -> Result<R, Status> {
+    pub async fn unary<Q: prost::Message, R: prost::Message + Default>(
+        &self,
+        path: &str,
+        req: &Q,
+    ) -> Result<R, Status> {
         let body = self.call_raw(path, Bytes::from(req.encode_to_vec())).await?;
         R::decode(body).map_err(|e| Status { code: code::INTERNAL, message: format!("cannot decode response: {e}") })
     }
@@ -642,10 +639,4 @@ pub fn op_delete(d: pb::DeleteRangeRequest) -> pb::RequestOp {
 
 pub fn op_txn(t: pb::TxnRequest) -> pb::RequestOp {
     pb::RequestOp { request: Some(pb::request_op::Request::RequestTxn(t)) }
-}
-
-/// A multi-threaded tokio runtime for a test that also does blocking work
-/// (starting and killing processes) on its own thread.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
