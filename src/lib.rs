@@ -8,6 +8,7 @@ pub mod api;
 pub mod apply;
 pub mod btree;
 pub mod config;
+pub mod hwcheck;
 pub mod mvcc;
 pub mod node;
 pub mod runtime;

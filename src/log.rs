@@ -8,8 +8,9 @@
 //! disabled level costs one relaxed atomic load. Writers are behind a `Mutex`,
 //! which is fine because logging is not on the hot path.
 //!
-//! ```ignore
-//! crate::log_info!("ready to serve client requests", "address" => addr, "n" => 3);
+//! ```
+//! let addr = "127.0.0.1:2379";
+//! corekv::log_info!("ready to serve client requests", "address" => addr, "n" => 3);
 //! ```
 
 use std::fmt::{self, Write as _};

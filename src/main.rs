@@ -11,7 +11,11 @@ use corekv::{log, log_error};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let parsed = config::parse(std::env::args().skip(1), std::env::vars());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("hw-check") {
+        return hw_check(&args[1..]);
+    }
+    let parsed = config::parse(args, std::env::vars());
     let config = match parsed {
         Ok(Parsed::Run(c)) => c,
         Ok(Parsed::Help(text)) => {
@@ -38,6 +42,20 @@ fn main() -> ExitCode {
         Err(e) => {
             log_error!("corekv could not start", "error" => e.to_string());
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `corekv hw-check [DIR]`: measures the device holding DIR (default: the
+/// current directory) with the WAL's own write pattern.
+fn hw_check(args: &[String]) -> ExitCode {
+    let dir = std::path::PathBuf::from(args.first().map_or(".", String::as_str));
+    match corekv::hwcheck::run(&dir) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("corekv hw-check: {e}");
+            ExitCode::from(2)
         }
     }
 }
