@@ -893,8 +893,11 @@ fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
         match segment::classify_name(name) {
             NameKind::Segment(seq) => segs.push(SegmentInfo { seq, path: item.path() }),
             NameKind::Temporary => {
-                std::fs::remove_file(item.path())
-                    .map_err(|e| io_err("delete unfinished segment", &item.path(), 0, e))?;
+                match std::fs::remove_file(item.path()) {
+                    // Gone already: a helper thread finished it meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    r => r.map_err(|e| io_err("delete unfinished segment", &item.path(), 0, e))?,
+                }
                 deleted = true;
             }
             NameKind::Other => {}
@@ -969,4 +972,16 @@ fn ensure_allocated(file: &File, path: &Path, bytes: u64) -> Result<(), WalError
         file.set_len(bytes).map_err(|e| io_err("extend", path, len, e))?;
     }
     Ok(())
+}
+
+impl Drop for Wal {
+    /// Waits for the helper thread that prepares the next segment, so that
+    /// a dropped WAL leaves its directory alone: reopening it in the same
+    /// process must not race that thread. This blocks, which is fine only
+    /// because a WAL is dropped when its node stops.
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.rx.wait();
+        }
+    }
 }

@@ -437,9 +437,11 @@ fn buffered_io_works_on_tmpfs_and_direct_io_is_refused_or_accepted_cleanly() {
         eprintln!("no tmpfs at /dev/shm; skipped");
         return;
     }
-    let dir = shm.join(format!("corekv-wal-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    match Wal::open(&dir, small(true)) {
+    // Two directories: the direct-I/O WAL's helper thread may still be
+    // preparing its next segment after the WAL is dropped.
+    let direct = TmpfsDir(shm.join(format!("corekv-wal-test-direct-{}", std::process::id())));
+    let buffered = TmpfsDir(shm.join(format!("corekv-wal-test-buffered-{}", std::process::id())));
+    match Wal::open(&direct.0, small(true)) {
         Err(e @ WalError::DirectIoUnsupported { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("real filesystem") && msg.contains("direct_io = false"));
@@ -448,14 +450,27 @@ fn buffered_io_works_on_tmpfs_and_direct_io_is_refused_or_accepted_cleanly() {
         // Linux 6.6+ tmpfs accepts O_DIRECT.
         Ok(_) => {}
     }
-    let _ = std::fs::remove_dir_all(&dir);
     block_on(async {
-        let (mut wal, _) = open(&dir, small(false));
+        let (mut wal, _) = open(&buffered.0, small(false));
         write(&mut wal, &[entry(1, 1, 100)], None).await;
     });
-    let (_, rec) = open(&dir, small(false));
+    let (_, rec) = open(&buffered.0, small(false));
     assert_eq!(rec.entries, vec![entry(1, 1, 100)]);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A directory on tmpfs, removed (retrying while a segment helper thread
+/// finishes) on drop.
+struct TmpfsDir(PathBuf);
+
+impl Drop for TmpfsDir {
+    fn drop(&mut self) {
+        for _ in 0..200 {
+            if std::fs::remove_dir_all(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
 
 #[test]
