@@ -32,6 +32,7 @@ pub fn apply_error(e: ApplyError) -> Status {
         ApplyError::LeaseNotFound => Code::NotFound,
         ApplyError::Compacted | ApplyError::FutureRev => Code::OutOfRange,
         ApplyError::Stopped => Code::Unavailable,
+        ApplyError::LeaseExists => Code::FailedPrecondition,
     };
     Status::new(code, e.to_string())
 }
@@ -330,7 +331,8 @@ fn ops_pb(responses: Vec<Response>, rev_before: i64, rev_after: i64, wrote: &mut
                         responses: inner,
                     })
                 }
-                Response::Compact => R::ResponseRange(pb::RangeResponse::default()),
+                // Not an op of a Txn.
+                Response::Compact | Response::Lease => R::ResponseRange(pb::RangeResponse::default()),
             };
             pb::ResponseOp { response: Some(response) }
         })

@@ -61,6 +61,29 @@ pub enum Command {
     Txn(Txn),
     /// etcd's `Compact`.
     Compact(Compact),
+    /// etcd's `LeaseGrant` (with the ID chosen before proposing).
+    LeaseGrant(LeaseGrant),
+    /// etcd's `LeaseRevoke`, also proposed by the leader when a lease
+    /// expires: deletes the lease's keys in one revision.
+    LeaseRevoke(LeaseRevoke),
+}
+
+/// Grants a lease.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct LeaseGrant {
+    /// The lease ID; never 0.
+    pub id: i64,
+    /// Time to live, seconds (at least the minimum TTL).
+    pub ttl: i64,
+}
+
+/// Revokes a lease.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct LeaseRevoke {
+    /// The lease ID.
+    pub id: i64,
 }
 
 /// etcd's `PutRequest`.

@@ -32,10 +32,12 @@ use super::eval::{
     check_ops, check_put, collect_state, keep_owned, txn_footprint, txn_path, Action, ApplyError, FullView, Live, Mine,
     Overlay, Part, Planner, PutCheck, RevTable, Revs, Stacked, StoreView,
 };
+use super::lease::{LeaseChange, LeaseState};
 use super::range::{read_part, Shape};
 use super::rangemap::RangeMap;
-use crate::mvcc::{End, MvccStore, Rev};
+use crate::mvcc::{End, Event, EventKind, KeyValue, MvccStore, Rev};
 use crate::types::{RaftIndex, ShardId};
+use std::collections::HashMap;
 
 /// What one shard tells every other shard at the end of a segment.
 #[derive(Clone, Debug)]
@@ -80,6 +82,10 @@ pub struct Applied {
     pub rev: i64,
     /// The compacted revision after the batch.
     pub compact_rev: i64,
+    /// The changes to this shard's keys, in revision order, if asked for.
+    pub events: Vec<Event>,
+    /// Leases granted and revoked, in order.
+    pub lease_changes: Vec<LeaseChange>,
 }
 
 /// A small set of shards.
@@ -110,6 +116,7 @@ impl ShardSet {
 #[derive(Debug)]
 struct CmdInfo {
     involves_me: bool,
+    replies: bool,
     parts_total: u16,
     barrier: bool,
 }
@@ -157,8 +164,8 @@ fn txn_needs_exact_revs(t: &ArchivedTxn, base: i64) -> bool {
 fn reads_state(cmd: &ArchivedCommand) -> bool {
     match cmd {
         ArchivedCommand::Put(p) => p.ignore_value || p.ignore_lease,
-        ArchivedCommand::DeleteRange(_) | ArchivedCommand::Txn(_) => true,
-        ArchivedCommand::Compact(_) => false,
+        ArchivedCommand::DeleteRange(_) | ArchivedCommand::Txn(_) | ArchivedCommand::LeaseRevoke(_) => true,
+        ArchivedCommand::Compact(_) | ArchivedCommand::LeaseGrant(_) => false,
     }
 }
 
@@ -181,13 +188,18 @@ fn cmd_info(cmd: &ArchivedCommand, map: &RangeMap, me: ShardId, base: i64) -> Cm
             set.add_span((ShardId(0), ShardId((n - 1) as u16)));
             barrier = n > 1;
         }
+        ArchivedCommand::LeaseGrant(_) | ArchivedCommand::LeaseRevoke(_) => {
+            // Every shard keeps the lease table and a revoke deletes keys
+            // anywhere; shard 0 alone answers.
+            return CmdInfo { involves_me: true, replies: me == ShardId(0), parts_total: 1, barrier: false };
+        }
     }
     if set.len() == 0 {
         // A command that touches no key (an empty Txn, a delete of an empty
         // range) is answered by shard 0.
         set.add_span((ShardId(0), ShardId(0)));
     }
-    CmdInfo { involves_me: set.contains(me), parts_total: set.len(), barrier }
+    CmdInfo { involves_me: set.contains(me), replies: set.contains(me), parts_total: set.len(), barrier }
 }
 
 /// A shard's plan for one command.
@@ -215,7 +227,8 @@ pub struct BatchRun<'b, 'm> {
     me: ShardId,
     base_rev: i64,
     compact_rev: i64,
-    lease_exists: &'m dyn Fn(i64) -> bool,
+    /// Leases granted (true) or revoked (false) earlier in the batch.
+    lease_overlay: HashMap<i64, bool>,
     info: Vec<CmdInfo>,
     plans: Vec<Option<Plan<'b>>>,
     overlay: Overlay<'b>,
@@ -243,7 +256,6 @@ impl<'b, 'm> BatchRun<'b, 'm> {
         me: ShardId,
         base_rev: i64,
         compact_rev: i64,
-        lease_exists: &'m dyn Fn(i64) -> bool,
     ) -> Self {
         let n = batch.items.len();
         let info = batch.items.iter().map(|it| cmd_info(&it.cmd, map, me, base_rev)).collect();
@@ -254,7 +266,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
             me,
             base_rev,
             compact_rev,
-            lease_exists,
+            lease_overlay: HashMap::new(),
             info,
             plans: (0..n).map(|_| None).collect(),
             overlay: Overlay::default(),
@@ -276,14 +288,14 @@ impl<'b, 'm> BatchRun<'b, 'm> {
 
     /// Plans the commands up to the next barrier (phase 1) and returns what
     /// to tell the other shards.
-    pub fn plan_segment<S: MvccStore + ?Sized>(&mut self, store: &S) -> Exchange {
+    pub fn plan_segment<S: MvccStore + ?Sized>(&mut self, store: &S, leases: &dyn LeaseState) -> Exchange {
         let n = self.batch.items.len();
         let single = self.map.shards() == 1;
         let mut counts = Vec::new();
         let mut c = self.next;
         while c < n && !self.info[c].barrier {
             if self.info[c].involves_me {
-                let (plan, writes) = self.plan_local(store, c, single);
+                let (plan, writes) = self.plan_local(store, leases, c, single);
                 if writes > 0 {
                     counts.push((c as u32, writes));
                 }
@@ -313,7 +325,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
 
     /// Takes every shard's exchange for the current segment, this shard's
     /// own included (phase 2), and plans the barrier command that ends it.
-    pub fn absorb(&mut self, all: Vec<Exchange>) {
+    pub fn absorb(&mut self, all: Vec<Exchange>, leases: &dyn LeaseState) {
         let single = self.map.shards() == 1;
         let mut full = FullView::default();
         let end = self.barrier.unwrap_or(self.batch.items.len());
@@ -340,7 +352,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
             for ex in all {
                 full.extend(ex.view, &self.revs);
             }
-            self.plan_barrier(&full, b);
+            self.plan_barrier(&full, leases, b);
             if self.totals[b] > 0 {
                 self.cur_rev += 1;
             }
@@ -350,17 +362,25 @@ impl<'b, 'm> BatchRun<'b, 'm> {
         }
     }
 
-    fn plan_local<S: MvccStore + ?Sized>(&mut self, store: &S, c: usize, single: bool) -> (Plan<'b>, u32) {
+    fn plan_local<S: MvccStore + ?Sized>(
+        &mut self,
+        store: &S,
+        leases: &dyn LeaseState,
+        c: usize,
+        single: bool,
+    ) -> (Plan<'b>, u32) {
         let base = StoreView(store);
         let item = &self.batch.items[c];
-        let lease_exists = self.lease_exists;
+        let lease_overlay = &mut self.lease_overlay;
         let revs = single.then_some(Revs { current: self.cur_rev, compacted: self.compact_rev });
         let mut planner = Planner::new(Stacked::new(&base, &mut self.overlay), Mine::All, c as u32);
         if self.last_reader.is_none_or(|r| c > r) {
             planner = planner.without_recording();
         }
+        // Leases granted or revoked earlier in the batch count.
+        let lease_exists = |id: i64| lease_overlay.get(&id).copied().unwrap_or_else(|| leases.exists(id));
         let result = match &item.cmd {
-            ArchivedCommand::Put(p) => check_put(planner.view(), p, PutCheck::Plain, lease_exists).map(|()| {
+            ArchivedCommand::Put(p) => check_put(planner.view(), p, PutCheck::Plain, &lease_exists).map(|()| {
                 planner.parts.push(Part::Put { prev_kv: None });
                 planner.put(0, p);
             }),
@@ -372,7 +392,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
             ArchivedCommand::Txn(t) => {
                 let path = txn_path(planner.view(), t, &self.revs);
                 let branch = if path.succeeded { &t.success } else { &t.failure };
-                check_ops(planner.view(), branch, &path, revs, lease_exists).map(|()| planner.txn(t, &path))
+                check_ops(planner.view(), branch, &path, revs, &lease_exists).map(|()| planner.txn(t, &path))
             }
             ArchivedCommand::Compact(cp) => {
                 // Only reached with one shard: every other shard count makes
@@ -385,6 +405,32 @@ impl<'b, 'm> BatchRun<'b, 'm> {
                     planner.actions.push(Action::Compact { revision: r });
                 }
                 checked
+            }
+            ArchivedCommand::LeaseGrant(g) => {
+                let id = g.id.to_native();
+                if lease_exists(id) {
+                    Err(ApplyError::LeaseExists)
+                } else {
+                    lease_overlay.insert(id, true);
+                    planner.parts.push(Part::Lease);
+                    planner.actions.push(Action::LeaseGrant { id, ttl: g.ttl.to_native() });
+                    Ok(())
+                }
+            }
+            ArchivedCommand::LeaseRevoke(r) => {
+                let id = r.id.to_native();
+                if !lease_exists(id) {
+                    Err(ApplyError::LeaseNotFound)
+                } else {
+                    lease_overlay.insert(id, false);
+                    planner.parts.push(Part::Lease);
+                    let attached = planner.attached_keys(id, leases.attached(id));
+                    for key in attached {
+                        planner.delete_key(0, key, false);
+                    }
+                    planner.actions.push(Action::LeaseRevoke { id });
+                    Ok(())
+                }
             }
         };
         let writes = if result.is_ok() { planner.mine_writes } else { 0 };
@@ -403,7 +449,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
         collect_state(&Stacked::new(&base, &mut self.overlay), &ranges)
     }
 
-    fn plan_barrier(&mut self, full: &FullView, b: usize) {
+    fn plan_barrier(&mut self, full: &FullView, leases: &dyn LeaseState, b: usize) {
         let item = &self.batch.items[b];
         let plan = match &item.cmd {
             ArchivedCommand::Compact(cp) => {
@@ -421,7 +467,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
                     Err(e) => Plan::failed(e),
                 }
             }
-            ArchivedCommand::Txn(t) => self.plan_barrier_txn(full, t, b),
+            ArchivedCommand::Txn(t) => self.plan_barrier_txn(full, leases, t, b),
             // Puts and deletes are never barriers.
             _ => return,
         };
@@ -430,11 +476,13 @@ impl<'b, 'm> BatchRun<'b, 'm> {
         }
     }
 
-    fn plan_barrier_txn(&mut self, full: &FullView, t: &'b ArchivedTxn, b: usize) -> Plan<'b> {
+    fn plan_barrier_txn(&mut self, full: &FullView, leases: &dyn LeaseState, t: &'b ArchivedTxn, b: usize) -> Plan<'b> {
         let revs = Revs { current: self.cur_rev, compacted: self.compact_rev };
         let path = txn_path(full, t, &self.revs);
         let branch = if path.succeeded { &t.success } else { &t.failure };
-        if let Err(e) = check_ops(full, branch, &path, Some(revs), self.lease_exists) {
+        let overlay = &self.lease_overlay;
+        let lease_exists = |id: i64| overlay.get(&id).copied().unwrap_or_else(|| leases.exists(id));
+        if let Err(e) = check_ops(full, branch, &path, Some(revs), &lease_exists) {
             return Plan::failed(e);
         }
         let mut scratch = Overlay::default();
@@ -448,8 +496,16 @@ impl<'b, 'm> BatchRun<'b, 'm> {
 
     /// Applies the planned actions with their exact revisions (phase 3) and
     /// returns the replies for commands from `member` at boot `boot`.
-    pub fn apply<S: MvccStore + ?Sized>(mut self, store: &mut S, member: u64, boot: u32) -> Applied {
+    pub fn apply<S: MvccStore + ?Sized>(
+        mut self,
+        store: &mut S,
+        leases: &mut dyn LeaseState,
+        origin: (u64, u32),
+        want_events: bool,
+    ) -> Applied {
         debug_assert!(self.done(), "apply before every segment was absorbed");
+        let (member, boot) = origin;
+        let mut out = Effects { events: want_events.then(Vec::new), lease_changes: Vec::new() };
         let mut replies = Vec::new();
         let mut rev_before = self.base_rev;
         for (c, item) in self.batch.items.iter().enumerate() {
@@ -460,7 +516,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
                 let result = plan.result.map(|()| {
                     let mut parts = plan.parts;
                     for a in plan.actions {
-                        execute(store, a, &mut parts, rev_before, rev_after, offset);
+                        execute(store, leases, a, &mut parts, (rev_before, rev_after, offset), &mut out);
                     }
                     parts
                 });
@@ -471,7 +527,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
                     boot: o.boot.to_native(),
                     seq: o.seq.to_native(),
                 };
-                if origin.member == member && origin.boot == boot {
+                if self.info[c].replies && origin.member == member && origin.boot == boot {
                     replies.push(Reply {
                         origin,
                         shard: self.me,
@@ -484,7 +540,13 @@ impl<'b, 'm> BatchRun<'b, 'm> {
             }
             rev_before = rev_after;
         }
-        Applied { replies, rev: self.cur_rev, compact_rev: self.compact_rev }
+        Applied {
+            replies,
+            rev: self.cur_rev,
+            compact_rev: self.compact_rev,
+            events: out.events.unwrap_or_default(),
+            lease_changes: out.lease_changes,
+        }
     }
 }
 
@@ -498,25 +560,65 @@ fn check_compact(r: i64, current: i64, compacted: i64) -> Result<(), ApplyError>
     }
 }
 
+/// What phase 3 produces besides replies.
+struct Effects {
+    events: Option<Vec<Event>>,
+    lease_changes: Vec<LeaseChange>,
+}
+
+/// The key-value a put writes, derived from the version it replaces as
+/// the store derives it.
+fn written(key: &[u8], value: &[u8], lease: i64, main: i64, prev: Option<&KeyValue>) -> KeyValue {
+    KeyValue {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        create_revision: prev.map_or(main, |p| p.create_revision),
+        mod_revision: main,
+        version: prev.map_or(1, |p| p.version + 1),
+        lease,
+    }
+}
+
 fn execute<S: MvccStore + ?Sized>(
     store: &mut S,
+    leases: &mut dyn LeaseState,
     action: Action<'_>,
     parts: &mut [Part],
-    rev_before: i64,
-    rev_after: i64,
-    offset: u32,
+    (rev_before, rev_after, offset): (i64, i64, u32),
+    out: &mut Effects,
 ) {
     match action {
         Action::Put { slot, key, value, lease, sub, prev_kv } => {
-            let prev = store.put(key, &value, lease, Rev { main: rev_after, sub: (sub + offset) as i64 });
+            let rev = Rev { main: rev_after, sub: (sub + offset) as i64 };
+            let prev = store.put(key, &value, lease, rev);
+            match &prev {
+                Some(p) if p.lease != 0 && p.lease != lease => leases.detach(p.lease, key),
+                _ => {}
+            }
+            if lease != 0 {
+                leases.attach(lease, key);
+            }
+            if let Some(events) = &mut out.events {
+                let kv = written(key, &value, lease, rev_after, prev.as_ref());
+                events.push(Event { rev, kind: EventKind::Put, kv, prev: prev.clone() });
+            }
             if prev_kv {
                 parts[slot as usize] = Part::Put { prev_kv: prev };
             }
         }
         Action::Delete { slot, key, sub, prev_kv } => {
-            let prev = store.delete(&key, Rev { main: rev_after, sub: (sub + offset) as i64 });
+            let rev = Rev { main: rev_after, sub: (sub + offset) as i64 };
+            let prev = store.delete(&key, rev);
             debug_assert!(prev.is_some(), "planned delete of a key that is not live");
-            if let (Part::Delete { deleted, prev_kvs }, Some(prev)) = (&mut parts[slot as usize], prev) {
+            let Some(prev) = prev else { return };
+            if prev.lease != 0 {
+                leases.detach(prev.lease, &key);
+            }
+            if let Some(events) = &mut out.events {
+                let kv = KeyValue { key: key.clone(), mod_revision: rev_after, ..KeyValue::default() };
+                events.push(Event { rev, kind: EventKind::Delete, kv, prev: Some(prev.clone()) });
+            }
+            if let Part::Delete { deleted, prev_kvs } = &mut parts[slot as usize] {
                 *deleted += 1;
                 if prev_kv {
                     prev_kvs.push(prev);
@@ -534,5 +636,13 @@ fn execute<S: MvccStore + ?Sized>(
             parts[slot as usize] = Part::Range { part, rev: current, shape };
         }
         Action::Compact { revision } => store.begin_compact(revision),
+        Action::LeaseGrant { id, ttl } => {
+            leases.grant(id, ttl);
+            out.lease_changes.push(LeaseChange::Granted { id, ttl });
+        }
+        Action::LeaseRevoke { id } => {
+            leases.revoke(id);
+            out.lease_changes.push(LeaseChange::Revoked { id });
+        }
     }
 }

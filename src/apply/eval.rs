@@ -47,6 +47,9 @@ pub enum ApplyError {
     /// The server is shutting down and the request's outcome is unknown.
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// A lease grant names an ID that is taken.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
 }
 
 /// The revision of a version: known, or that of a command earlier in the
@@ -546,6 +549,18 @@ pub enum Action<'b> {
         /// The compaction revision.
         revision: i64,
     },
+    /// Add a lease to the table.
+    LeaseGrant {
+        /// The lease.
+        id: i64,
+        /// Its TTL in seconds.
+        ttl: i64,
+    },
+    /// Remove a lease from the table (its keys' deletes come before).
+    LeaseRevoke {
+        /// The lease.
+        id: i64,
+    },
 }
 
 /// One node of a reply, as one shard fills it; the shards' replies for one
@@ -586,6 +601,8 @@ pub enum Part {
     },
     /// A compaction's reply.
     Compact,
+    /// A lease grant's or revoke's reply.
+    Lease,
 }
 
 /// Which written keys belong to the planning shard.
@@ -689,6 +706,29 @@ impl<'v, 'o, 'b, 'm, V: View> Planner<'v, 'o, 'b, 'm, V> {
         if let Some(sub) = self.next_sub(key) {
             self.actions.push(Action::Put { slot, key, value, lease, sub, prev_kv: p.prev_kv });
         }
+    }
+
+    /// Plans the delete of one live key.
+    pub fn delete_key(&mut self, slot: u32, key: Vec<u8>, prev_kv: bool) {
+        self.view.top.insert(Cow::Owned(key.clone()), Slot::Deleted);
+        if let Some(sub) = self.next_sub(&key) {
+            self.actions.push(Action::Delete { slot, key, sub, prev_kv });
+        }
+    }
+
+    /// The live keys carrying lease `id` now: those attached before the
+    /// batch (`before`) and those the batch attached, less those it deleted
+    /// or moved to another lease; in key order.
+    pub fn attached_keys(&self, id: i64, before: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = before.into_iter().collect();
+        for (k, slot) in &self.view.top.map {
+            if let Slot::Live(l) = slot {
+                if l.lease == id {
+                    keys.insert(k.to_vec());
+                }
+            }
+        }
+        keys.into_iter().filter(|k| self.view.get(k).is_some_and(|l| l.lease == id)).collect()
     }
 
     /// Plans a delete of every live key in the range.

@@ -10,6 +10,7 @@
 pub mod command;
 pub mod engine;
 pub mod eval;
+pub mod lease;
 pub mod range;
 pub mod rangemap;
 pub mod reply;
@@ -18,5 +19,6 @@ mod tests;
 
 pub use engine::{Applied, BatchRun, Exchange, Reply};
 pub use eval::{ApplyError, Part};
+pub use lease::{LeaseChange, LeaseState};
 pub use rangemap::RangeMap;
 pub use reply::{merge, Outcome, Response};

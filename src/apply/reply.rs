@@ -40,6 +40,8 @@ pub enum Response {
     },
     /// A compaction's response.
     Compact,
+    /// A lease grant's or revoke's response.
+    Lease,
 }
 
 /// A command's outcome: the store's revision after it and its response.
@@ -109,5 +111,6 @@ fn build(shards: &mut [Vec<Part>], i: usize) -> Response {
             Response::Txn { succeeded, responses }
         }
         Part::Compact => Response::Compact,
+        Part::Lease => Response::Lease,
     }
 }

@@ -6,7 +6,8 @@ use super::engine::{BatchRun, Exchange};
 use super::rangemap::RangeMap;
 use super::reply::{merge, Outcome, Response};
 use super::ApplyError;
-use crate::mvcc::{End, KeyValue, MemStore, MvccStore};
+use crate::lease::LeaseTable;
+use crate::mvcc::{End, Event, KeyValue, MemStore, MvccStore};
 use crate::types::{RaftIndex, ShardId};
 
 const MEMBER: u64 = 7;
@@ -15,6 +16,9 @@ const MEMBER: u64 = 7;
 struct Shards {
     map: RangeMap,
     stores: Vec<MemStore>,
+    leases: Vec<LeaseTable>,
+    /// Every shard's events of the last batch, merged in revision order.
+    events: Vec<Event>,
     rev: i64,
     compact_rev: i64,
     index: u64,
@@ -24,7 +28,8 @@ struct Shards {
 impl Shards {
     fn new(map: RangeMap) -> Shards {
         let stores = (0..map.shards()).map(|_| MemStore::default()).collect();
-        Shards { map, stores, rev: 1, compact_rev: -1, index: 0, seq: 0 }
+        let leases = (0..map.shards()).map(|_| LeaseTable::default()).collect();
+        Shards { map, stores, leases, events: Vec::new(), rev: 1, compact_rev: -1, index: 0, seq: 0 }
     }
 
     fn with(n: usize) -> Shards {
@@ -50,26 +55,20 @@ impl Shards {
             .collect();
         let bytes = encode_batch(&Batch { items });
         let batch = access_batch(&bytes).expect("valid batch");
-        let no_leases = |_: i64| false;
         let n = self.map.shards();
         let mut runs: Vec<BatchRun<'_, '_>> = (0..n)
             .map(|s| {
-                BatchRun::new(
-                    batch,
-                    RaftIndex(self.index),
-                    &self.map,
-                    ShardId(s as u16),
-                    self.rev,
-                    self.compact_rev,
-                    &no_leases,
-                )
+                BatchRun::new(batch, RaftIndex(self.index), &self.map, ShardId(s as u16), self.rev, self.compact_rev)
             })
             .collect();
         loop {
-            let exchanges: Vec<Exchange> =
-                runs.iter_mut().zip(self.stores.iter()).map(|(r, s)| r.plan_segment(s)).collect();
-            for r in runs.iter_mut() {
-                r.absorb(exchanges.clone());
+            let exchanges: Vec<Exchange> = runs
+                .iter_mut()
+                .zip(self.stores.iter().zip(self.leases.iter()))
+                .map(|(r, (s, l))| r.plan_segment(s, l))
+                .collect();
+            for (r, l) in runs.iter_mut().zip(self.leases.iter()) {
+                r.absorb(exchanges.clone(), l);
             }
             let done: Vec<bool> = runs.iter().map(|r| r.done()).collect();
             assert!(done.iter().all(|d| *d == done[0]), "shards disagree on segments");
@@ -79,11 +78,14 @@ impl Shards {
         }
         let mut replies = Vec::new();
         let mut revs = Vec::new();
-        for (run, store) in runs.into_iter().zip(self.stores.iter_mut()) {
-            let applied = run.apply(store, MEMBER, 1);
+        self.events.clear();
+        for (run, (store, leases)) in runs.into_iter().zip(self.stores.iter_mut().zip(self.leases.iter_mut())) {
+            let applied = run.apply(store, leases, (MEMBER, 1), true);
             revs.push((applied.rev, applied.compact_rev));
             replies.extend(applied.replies);
+            self.events.extend(applied.events);
         }
+        self.events.sort_by_key(|e| e.rev);
         assert!(revs.iter().all(|r| *r == revs[0]), "shards disagree on revisions: {revs:?}");
         (self.rev, self.compact_rev) = revs[0];
         for s in &mut self.stores {
@@ -432,5 +434,77 @@ fn results_do_not_depend_on_the_number_of_shards() {
                 }
             }
         }
+    }
+}
+
+fn grant(id: i64) -> Command {
+    Command::LeaseGrant(LeaseGrant { id, ttl: 10 })
+}
+
+fn revoke(id: i64) -> Command {
+    Command::LeaseRevoke(LeaseRevoke { id })
+}
+
+fn put_with_lease(k: &str, lease: i64) -> Command {
+    Command::Put(Put { key: k.into(), value: b"v".to_vec(), lease, ..Put::default() })
+}
+
+#[test]
+fn revoking_a_lease_deletes_its_keys_on_every_shard_in_one_revision() {
+    for n in [1, 3] {
+        let mut s = Shards::with(n);
+        let out = s.batch(vec![grant(5), put_with_lease("a", 5), put_with_lease("z", 5), put("k", "plain")]);
+        assert!(out.iter().all(|o| o.result.is_ok()), "{out:?}");
+        assert_eq!(s.one(grant(5)).result, Err(ApplyError::LeaseExists));
+        // Moving a key to no lease detaches it.
+        s.one(put("z", "free"));
+        let o = s.one(revoke(5));
+        assert_eq!(o.result, Ok(Response::Lease));
+        assert_eq!(o.revision, 6, "one revision for all the lease's deletes");
+        let keys: Vec<Vec<u8>> = s.dump(6).into_iter().map(|kv| kv.key).collect();
+        assert_eq!(keys, vec![b"k".to_vec(), b"z".to_vec()]);
+        assert_eq!(s.events.len(), 1, "one delete event");
+        assert_eq!(s.events[0].kv.key, b"a");
+        assert_eq!(s.one(revoke(5)).result, Err(ApplyError::LeaseNotFound));
+        assert_eq!(s.one(put_with_lease("b", 5)).result, Err(ApplyError::LeaseNotFound));
+    }
+}
+
+#[test]
+fn a_lease_granted_and_revoked_within_one_batch_is_seen_in_order() {
+    for n in [1, 2, 4] {
+        let mut s = Shards::with(n);
+        let out = s.batch(vec![
+            put_with_lease("a", 9),
+            grant(9),
+            put_with_lease("a", 9),
+            put_with_lease("x", 9),
+            revoke(9),
+            put_with_lease("b", 9),
+        ]);
+        let results: Vec<bool> = out.iter().map(|o| o.result.is_ok()).collect();
+        assert_eq!(results, vec![false, true, true, true, true, false], "shards {n}");
+        assert_eq!(out.iter().map(|o| o.revision).collect::<Vec<_>>(), vec![1, 1, 2, 3, 4, 4]);
+        assert!(s.dump(4).is_empty());
+    }
+}
+
+#[test]
+fn events_carry_the_written_version_and_the_one_it_replaced() {
+    for n in [1, 2] {
+        let mut s = Shards::with(n);
+        s.one(put("a", "1"));
+        s.one(put("a", "2"));
+        let e = &s.events[0];
+        assert_eq!((e.kv.version, e.kv.create_revision, e.kv.mod_revision), (2, 2, 3));
+        assert_eq!(e.prev.as_ref().map(|p| p.value.clone()), Some(b"1".to_vec()));
+        s.one(txn(
+            vec![],
+            vec![put_op("z", "q"), Op::DeleteRange(DeleteRange { key: b"a".to_vec(), ..DeleteRange::default() })],
+            vec![],
+        ));
+        let kinds: Vec<(Vec<u8>, i64, i64)> =
+            s.events.iter().map(|e| (e.kv.key.clone(), e.rev.main, e.rev.sub)).collect();
+        assert_eq!(kinds, vec![(b"z".to_vec(), 4, 0), (b"a".to_vec(), 4, 1)], "shards {n}");
     }
 }

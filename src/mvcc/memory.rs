@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
 
-use super::{End, KeyHistory, KeyValue, KvRef, MvccStore, PutVersion, Rev, Version};
+use super::{End, Event, EventKind, KeyHistory, KeyValue, KvRef, MvccStore, PutVersion, Rev, Version};
 
 /// Bytes counted for a stored key besides the key's own bytes: the map entry.
 const KEY_OVERHEAD_BYTES: u64 = (size_of::<Box<[u8]>>() + size_of::<Vec<Stored>>()) as u64;
@@ -454,6 +454,29 @@ impl MvccStore for MemStore {
             return None;
         }
         self.keys.keys().nth(self.keys.len() / 2).map(|key| key.to_vec())
+    }
+
+    fn history(&self, start: &[u8], end: End<'_>, from: i64, to: i64, f: &mut dyn FnMut(Event) -> ControlFlow<()>) {
+        for (key, versions) in self.iter_range(start, end) {
+            let first = versions.partition_point(|v| v.rev.main < from);
+            for i in first..versions.len() {
+                let v = &versions[i];
+                if v.rev.main > to {
+                    break;
+                }
+                let prev = i.checked_sub(1).and_then(|p| versions[p].kv(key)).map(|kv| kv.to_owned_kv());
+                let (kind, kv) = match v.kv(key) {
+                    Some(kv) => (EventKind::Put, kv.to_owned_kv()),
+                    None => (
+                        EventKind::Delete,
+                        KeyValue { key: key.to_vec(), mod_revision: v.rev.main, ..KeyValue::default() },
+                    ),
+                };
+                if f(Event { rev: v.rev, kind, kv, prev }).is_break() {
+                    return;
+                }
+            }
+        }
     }
 
     fn key_at(&self, n: u64, from_high: bool) -> Option<Vec<u8>> {

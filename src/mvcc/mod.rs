@@ -108,6 +108,28 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
+/// What a change did to a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A put wrote a version.
+    Put,
+    /// A delete wrote a tombstone.
+    Delete,
+}
+
+/// One change to one key, as watchers see it (etcd's `mvccpb.Event`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// When: etcd orders a revision's events by `sub`.
+    pub rev: Rev,
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The version written; for a delete, the key and `mod_revision` only.
+    pub kv: KeyValue,
+    /// The version the change replaced, if it was live (and still stored).
+    pub prev: Option<KeyValue>,
+}
+
 /// All stored versions of one key, oldest first, for moving a key range from
 /// one shard to another. Opaque outside the store that made it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +188,13 @@ pub trait MvccStore {
         });
         n
     }
+
+    /// Calls `f` with every change to the keys in `[start, end)` whose main
+    /// revision is in `[from, to]`: key by key in key order, each key's in
+    /// revision order (callers merge across keys), until `f` breaks. A change
+    /// carries the version it replaced when that was a put the store still
+    /// holds. Revisions below the compaction revision may be gone.
+    fn history(&self, start: &[u8], end: End<'_>, from: i64, to: i64, f: &mut dyn FnMut(Event) -> ControlFlow<()>);
 
     /// Writes a put version of `key` at `rev`. The store derives the version
     /// number and create revision from the key's newest version. Returns the

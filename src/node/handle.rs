@@ -16,8 +16,8 @@ use crate::api::backend::{Backend, Identity, ReadResult, StatusInfo};
 use crate::api::grpc::LocalBoxFuture;
 use crate::apply::command::{Command, Item, Origin, Range};
 use crate::apply::range::{merge_parts, Shape};
-use crate::apply::{merge, ApplyError, Exchange, Outcome, RangeMap, Reply};
-use crate::mvcc::{End, KeyHistory, MvccStore};
+use crate::apply::{merge, ApplyError, Exchange, LeaseChange, Outcome, RangeMap, Reply};
+use crate::mvcc::{End, Event, KeyHistory, MvccStore};
 use crate::runtime::local::{oneshot, Notify, Sender};
 use crate::runtime::{Inbox, Outbox};
 use crate::types::{ReactorId, ShardId};
@@ -361,4 +361,10 @@ impl ShardLink for Link {
         *self.0 .0.map.borrow_mut() = map;
         self.0 .0.map_changed.notify();
     }
+
+    fn wants_events(&self) -> bool {
+        false
+    }
+
+    fn applied_effects(&self, _leases: &[LeaseChange], _events: Vec<Event>, _rev: i64) {}
 }

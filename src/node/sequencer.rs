@@ -87,7 +87,7 @@ fn approx_bytes(c: &Command) -> usize {
         Command::Put(p) => p.key.len() + p.value.len(),
         Command::DeleteRange(d) => d.key.len() + d.range_end.len(),
         Command::Txn(t) => txn(t),
-        Command::Compact(_) => 16,
+        Command::Compact(_) | Command::LeaseGrant(_) | Command::LeaseRevoke(_) => 16,
     }
 }
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use super::msg::{Committed, ReadError, ReadReply, ReadReq};
 use crate::apply::command::access_batch;
 use crate::apply::range::read_part;
-use crate::apply::{ApplyError, BatchRun, Exchange, RangeMap, Reply};
-use crate::mvcc::{End, KeyHistory, MemStore, MvccStore};
+use crate::apply::{ApplyError, BatchRun, Exchange, LeaseChange, RangeMap, Reply};
+use crate::lease::LeaseTable;
+use crate::mvcc::{End, Event, KeyHistory, MemStore, MvccStore};
 use crate::runtime::local::{oneshot, yield_now, Notify, Sender};
 use crate::types::{RaftIndex, ShardId};
 
@@ -44,6 +45,8 @@ pub struct ShardState {
     pub id: ShardId,
     /// Its MVCC state.
     pub store: MemStore,
+    /// Its copy of the lease table.
+    pub leases: LeaseTable,
     /// The store's revision after the last applied batch.
     pub rev: i64,
     /// The compacted revision.
@@ -101,6 +104,7 @@ impl Shard {
             state: RefCell::new(ShardState {
                 id,
                 store: MemStore::default(),
+                leases: LeaseTable::default(),
                 rev: 1,
                 // etcd's store starts "compacted at -1": Compact(0) is
                 // allowed on a store that was never compacted.
@@ -264,6 +268,11 @@ pub trait ShardLink {
     fn transfer(&self, to: ShardId, version: u64, histories: Vec<KeyHistory>);
     /// Tells the reactor the shard now holds the keys of `map`.
     fn map_changed(&self, map: Rc<RangeMap>);
+    /// Whether anyone watches: the apply then collects events.
+    fn wants_events(&self) -> bool;
+    /// A batch's lease changes and events (in revision order), and the
+    /// store's revision after it.
+    fn applied_effects(&self, leases: &[LeaseChange], events: Vec<Event>, rev: i64);
 }
 
 /// Applies committed batches (and range map changes) in order, forever.
@@ -282,16 +291,17 @@ async fn apply_batch<L: ShardLink>(shard: &Rc<Shard>, link: &L, c: &Committed) {
             Ok(b) => b,
             Err(e) => fatal(&format!("log entry {} does not decode: {e}", c.index)),
         };
-        let (member, boot) = link.origin_filter();
-        let no_leases = |_: i64| false;
         let (id, rev, compact_rev, map) = {
             let s = shard.state.borrow();
             (s.id, s.rev, s.compact_rev, s.map.clone())
         };
         let n = map.shards();
-        let mut run = BatchRun::new(batch, c.index, &map, id, rev, compact_rev, &no_leases);
+        let mut run = BatchRun::new(batch, c.index, &map, id, rev, compact_rev);
         loop {
-            let mine = run.plan_segment(&shard.state.borrow().store);
+            let mine = {
+                let s = shard.state.borrow();
+                run.plan_segment(&s.store, &s.leases)
+            };
             let mut all = if n > 1 {
                 link.broadcast_exchange(&mine);
                 shard.exchanges(mine.index, mine.segment, n - 1).await
@@ -299,18 +309,20 @@ async fn apply_batch<L: ShardLink>(shard: &Rc<Shard>, link: &L, c: &Committed) {
                 Vec::new()
             };
             all.push(mine);
-            run.absorb(all);
+            run.absorb(all, &shard.state.borrow().leases);
             if run.done() {
                 break;
             }
         }
         let applied = {
             let mut s = shard.state.borrow_mut();
-            let applied = run.apply(&mut s.store, member, boot);
+            let s = &mut *s;
+            let applied = run.apply(&mut s.store, &mut s.leases, link.origin_filter(), link.wants_events());
             s.rev = applied.rev;
             s.compact_rev = applied.compact_rev;
             applied
         };
+        link.applied_effects(&applied.lease_changes, applied.events, applied.rev);
         for r in applied.replies {
             if r.physical {
                 shard.state.borrow_mut().deferred.push(r);

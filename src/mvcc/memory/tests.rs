@@ -625,3 +625,32 @@ fn take_range_then_insert_histories_restores_the_store() {
         assert_eq!((store.size_bytes(), store.live_keys()), (size, live));
     });
 }
+
+#[test]
+fn history_yields_each_change_in_the_window_with_the_version_it_replaced() {
+    use crate::mvcc::{Event, EventKind};
+    let mut s = MemStore::default();
+    s.put(b"a", b"1", 0, Rev { main: 2, sub: 0 });
+    s.put(b"a", b"2", 0, Rev { main: 3, sub: 0 });
+    s.delete(b"a", Rev { main: 4, sub: 0 });
+    s.put(b"b", b"x", 7, Rev { main: 5, sub: 0 });
+    s.put(b"c", b"y", 0, Rev { main: 6, sub: 0 });
+    let mut seen: Vec<Event> = Vec::new();
+    s.history(b"a", End::Before(b"c"), 3, 5, &mut |e| {
+        seen.push(e);
+        ControlFlow::Continue(())
+    });
+    let summary: Vec<(Vec<u8>, i64, EventKind, Option<i64>)> =
+        seen.iter().map(|e| (e.kv.key.clone(), e.rev.main, e.kind, e.prev.as_ref().map(|p| p.mod_revision))).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (b"a".to_vec(), 3, EventKind::Put, Some(2)),
+            (b"a".to_vec(), 4, EventKind::Delete, Some(3)),
+            (b"b".to_vec(), 5, EventKind::Put, None),
+        ]
+    );
+    let delete = &seen[1];
+    assert_eq!((delete.kv.mod_revision, delete.kv.version, delete.kv.value.len()), (4, 0, 0));
+    assert_eq!(seen[2].kv.lease, 7);
+}
