@@ -2,10 +2,13 @@
 //! (requests and replies) and `node` (the wiring of log, shards and
 //! reactors). One implementation per reactor; nothing here is `Send`.
 
+use std::time::Duration;
+
 use crate::api::grpc::LocalBoxFuture;
 use crate::apply::command::{Command, Range};
 use crate::apply::range::RangeResult;
 use crate::apply::{ApplyError, Outcome};
+use crate::watch::{Out, Spec};
 
 /// The result of a Range served by the shards.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,4 +60,55 @@ pub trait Backend: 'static {
     fn range(&self, req: Range, linearizable: bool) -> LocalBoxFuture<'static, Result<ReadResult, ApplyError>>;
     /// Status figures.
     fn status(&self) -> StatusInfo;
+    /// Grants a lease (`id` 0: the node chooses) of at least `ttl` seconds.
+    fn lease_grant(&self, id: i64, ttl: i64) -> LocalBoxFuture<'static, Result<LeaseGranted, ApplyError>>;
+    /// Revokes a lease, deleting its keys.
+    fn lease_revoke(&self, id: i64) -> LocalBoxFuture<'static, Outcome>;
+    /// Renews a lease: its TTL, or `None` if it does not exist.
+    fn lease_keep_alive(&self, id: i64) -> LocalBoxFuture<'static, Option<i64>>;
+    /// A lease's TTLs (and keys, if asked), or `None` if it does not exist.
+    fn lease_time_to_live(&self, id: i64, keys: bool) -> LocalBoxFuture<'static, Option<LeaseTtl>>;
+    /// Every lease.
+    fn lease_ids(&self) -> LocalBoxFuture<'static, Vec<i64>>;
+    /// A new watch stream.
+    fn watch_session(&self) -> Box<dyn WatchSession>;
+    /// `--experimental-watch-progress-notify-interval`.
+    fn progress_interval(&self) -> Duration;
+}
+
+/// A granted lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseGranted {
+    /// Its ID.
+    pub id: i64,
+    /// Its TTL, seconds (the minimum TTL if the request asked for less).
+    pub ttl: i64,
+    /// The store's revision.
+    pub revision: i64,
+}
+
+/// What LeaseTimeToLive reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseTtl {
+    /// TTL granted, seconds.
+    pub granted: i64,
+    /// Seconds left.
+    pub remaining: i64,
+    /// Attached keys, in key order (empty unless asked for).
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// One Watch stream's view of the node's watches. Dropping it cancels
+/// the stream's watches.
+pub trait WatchSession {
+    /// Creates a watch; the outcome comes out of [`WatchSession::next`].
+    fn create(&self, spec: Spec) -> LocalBoxFuture<'static, ()>;
+    /// Cancels a watch.
+    fn cancel(&self, id: i64);
+    /// etcd's RequestProgress.
+    fn request_progress(&self);
+    /// The progress-notification interval passed.
+    fn progress_tick(&self);
+    /// The next response to send.
+    fn next(&self) -> LocalBoxFuture<'static, Out>;
 }

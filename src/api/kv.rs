@@ -41,11 +41,11 @@ fn empty_key() -> Status {
     Status::invalid_argument("etcdserver: key is not provided")
 }
 
-fn decode<M: Message + Default>(body: &Bytes) -> Result<M, Status> {
+pub(super) fn decode<M: Message + Default>(body: &Bytes) -> Result<M, Status> {
     M::decode(body.clone()).map_err(|e| Status::internal(format!("grpc: error unmarshalling request: {e}")))
 }
 
-fn encode<M: Message>(m: &M) -> Bytes {
+pub(super) fn encode<M: Message>(m: &M) -> Bytes {
     Bytes::from(m.encode_to_vec())
 }
 
@@ -254,17 +254,17 @@ fn txn_cmd(t: &pb::TxnRequest) -> cmd::Txn {
 
 /// Builds response headers.
 #[derive(Clone, Copy)]
-struct Headers {
+pub(super) struct Headers {
     id: Identity,
     term: u64,
 }
 
 impl Headers {
-    fn of<B: Backend>(b: &B) -> Headers {
+    pub(super) fn of<B: Backend>(b: &B) -> Headers {
         Headers { id: b.identity(), term: b.raft_term() }
     }
 
-    fn at(&self, revision: i64) -> Option<pb::ResponseHeader> {
+    pub(super) fn at(&self, revision: i64) -> Option<pb::ResponseHeader> {
         Some(pb::ResponseHeader {
             cluster_id: self.id.cluster_id,
             member_id: self.id.member_id,
@@ -279,7 +279,7 @@ fn inner_header(revision: i64) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader { revision, ..Default::default() })
 }
 
-fn kv_pb(kv: KeyValue) -> mvccpb::KeyValue {
+pub(super) fn kv_pb(kv: KeyValue) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
         key: Bytes::from(kv.key),
         create_revision: kv.create_revision,

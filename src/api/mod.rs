@@ -8,7 +8,9 @@
 pub mod backend;
 pub mod grpc;
 pub mod kv;
+pub mod lease;
 pub mod proto;
 pub mod service;
+pub mod watch;
 
 pub use service::{EtcdService, CLUSTER_VERSION, SERVER_VERSION};

@@ -122,6 +122,10 @@ impl<B: Backend> EtcdService<B> {
             "/etcdserverpb.KV/Txn" => kv::txn(b, body, &self.limits).await,
             "/etcdserverpb.KV/Compact" => kv::compact(b, body).await,
             "/etcdserverpb.Maintenance/Status" => Ok(self.status()),
+            "/etcdserverpb.Lease/LeaseGrant" => super::lease::grant(b, body).await,
+            "/etcdserverpb.Lease/LeaseRevoke" => super::lease::revoke(b, body).await,
+            "/etcdserverpb.Lease/LeaseTimeToLive" => super::lease::time_to_live(b, body).await,
+            "/etcdserverpb.Lease/LeaseLeases" => super::lease::leases(b, body).await,
             other => Err(not_yet(other)),
         }
     }
@@ -194,11 +198,20 @@ impl<B: Backend> Service for EtcdService<B> {
     fn streaming(
         self: Rc<Self>,
         path: String,
-        _requests: RequestStream,
-        _responses: ResponseSink,
+        requests: RequestStream,
+        responses: ResponseSink,
         _ctx: CallContext,
     ) -> LocalBoxFuture<'static, Status> {
-        Box::pin(async move { not_yet(&path) })
+        Box::pin(async move {
+            let b = &self.backend;
+            match path.as_str() {
+                "/etcdserverpb.Watch/Watch" => {
+                    super::watch::watch(b, requests, responses, self.limits.max_request_bytes).await
+                }
+                "/etcdserverpb.Lease/LeaseKeepAlive" => super::lease::keep_alive(b, requests, responses).await,
+                _ => not_yet(&path),
+            }
+        })
     }
 
     fn http_get(&self, target: &str) -> Option<HttpReply> {

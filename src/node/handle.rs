@@ -8,19 +8,21 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::msg::{Msg, ReadError, ReadReply, ReadReq};
+use super::msg::{Answer, Msg, Query, ReadError, ReadReply, ReadReq};
 use super::sequencer::Proposals;
 use super::shard::{Shard, ShardLink, ShardState};
 use super::Shared;
-use crate::api::backend::{Backend, Identity, ReadResult, StatusInfo};
+use crate::api::backend::{Backend, Identity, LeaseGranted, LeaseTtl, ReadResult, StatusInfo, WatchSession};
 use crate::api::grpc::LocalBoxFuture;
 use crate::apply::command::{Command, Item, Origin, Range};
 use crate::apply::range::{merge_parts, Shape};
 use crate::apply::{merge, ApplyError, Exchange, LeaseChange, Outcome, RangeMap, Reply};
+use crate::lease::Lessor;
 use crate::mvcc::{End, Event, KeyHistory, MvccStore};
 use crate::runtime::local::{oneshot, Notify, Sender};
 use crate::runtime::{Inbox, Outbox};
 use crate::types::{ReactorId, ShardId};
+use crate::watch::Hub;
 
 use super::SEQUENCER;
 
@@ -29,19 +31,24 @@ struct WriteWait {
     tx: Option<Sender<Outcome>>,
 }
 
-struct Local {
-    me: ReactorId,
-    shared: Arc<Shared>,
-    outbox: Outbox<Msg>,
+pub(super) struct Local {
+    pub(super) me: ReactorId,
+    pub(super) shared: Arc<Shared>,
+    pub(super) outbox: Outbox<Msg>,
     /// The range map this reactor routes reads with: its shard's.
     map: RefCell<Rc<RangeMap>>,
     map_changed: Notify,
-    shard: Rc<Shard>,
-    proposals: Option<Rc<Proposals>>,
+    pub(super) shard: Rc<Shard>,
+    pub(super) proposals: Option<Rc<Proposals>>,
     seq: Cell<u64>,
     writes: RefCell<HashMap<u64, WriteWait>>,
     reads: RefCell<HashMap<u64, Sender<ReadReply>>>,
-    splits: RefCell<HashMap<u64, Sender<Option<Vec<u8>>>>>,
+    answers: RefCell<HashMap<u64, Sender<Answer>>>,
+    /// The leader's clock on leases (reactor 0 only).
+    pub(super) lessor: Option<RefCell<Lessor>>,
+    /// This reactor's watches.
+    pub(super) hub: RefCell<Hub>,
+    pub(super) watch: super::watches::WatchState,
 }
 
 /// A reactor's handle on the node; cheap to clone.
@@ -64,6 +71,8 @@ impl NodeHandle {
         shard: Rc<Shard>,
     ) -> NodeHandle {
         let proposals = (me == SEQUENCER).then(|| Rc::new(Proposals::default()));
+        let lessor = (me == SEQUENCER).then(|| RefCell::new(Lessor::new(shared.min_lease_ttl)));
+        let hub = RefCell::new(Hub::new(shared.shards));
         NodeHandle(Rc::new(Local {
             me,
             shared,
@@ -75,7 +84,10 @@ impl NodeHandle {
             seq: Cell::new(0),
             writes: RefCell::new(HashMap::new()),
             reads: RefCell::new(HashMap::new()),
-            splits: RefCell::new(HashMap::new()),
+            answers: RefCell::new(HashMap::new()),
+            lessor,
+            hub,
+            watch: Default::default(),
         }))
     }
 
@@ -94,14 +106,14 @@ impl NodeHandle {
         Rc::new(Link(self.clone()))
     }
 
-    fn next_seq(&self) -> u64 {
+    pub(super) fn next_seq(&self) -> u64 {
         let s = self.0.seq.get() + 1;
         self.0.seq.set(s);
         s
     }
 
     /// Sends to a reactor; to this one, delivers at once.
-    fn send(&self, to: ReactorId, msg: Msg) {
+    pub(super) fn send(&self, to: ReactorId, msg: Msg) {
         if to == self.0.me {
             self.deliver(msg);
         } else {
@@ -151,14 +163,18 @@ impl NodeHandle {
             Msg::Serve(index) => l.shard.serve_from(index),
             Msg::Remap(m) => l.shard.enqueue_remap(m),
             Msg::Transfer { version, histories } => l.shard.add_transfer(version, histories),
-            Msg::SplitQuery { seq, n, from_high } => {
-                let key = l.shard.state.borrow().store.key_at(n, from_high);
-                self.send(super::SEQUENCER, Msg::SplitKey { seq, key });
+            Msg::Ask { seq, from, q } => {
+                let a = self.answer(from, q);
+                self.send(from, Msg::Answer { seq, a });
             }
-            Msg::SplitKey { seq, key } => {
-                if let Some(tx) = l.splits.borrow_mut().remove(&seq) {
-                    tx.send(key);
+            Msg::Answer { seq, a } => {
+                if let Some(tx) = l.answers.borrow_mut().remove(&seq) {
+                    tx.send(a);
                 }
+            }
+            Msg::WatchFeed { shard, upto, events } => self.on_feed(shard, upto, events),
+            Msg::WatchLeave { from } => {
+                l.shard.state.borrow_mut().watch_reactors.remove(&from);
             }
         }
     }
@@ -179,7 +195,7 @@ impl NodeHandle {
         }
     }
 
-    async fn propose_cmd(self, cmd: Command) -> Outcome {
+    pub(super) async fn propose_cmd(self, cmd: Command) -> Outcome {
         let seq = self.next_seq();
         let (tx, rx) = oneshot();
         self.0.writes.borrow_mut().insert(seq, WriteWait { parts: Vec::new(), tx: Some(tx) });
@@ -201,13 +217,58 @@ impl NodeHandle {
         rx.await.unwrap_or(ReadReply { seq: 0, applied_rev: 0, result: Err(ReadError::Apply(ApplyError::Stopped)) })
     }
 
-    /// Asks shard `shard` for the key `n` live keys from one of its edges.
-    pub(super) async fn split_key(&self, shard: ShardId, n: u64, from_high: bool) -> Option<Vec<u8>> {
+    /// Asks reactor `to` a question (answered at once if it is this one).
+    pub(super) async fn ask(&self, to: ReactorId, q: Query) -> Option<Answer> {
+        if to == self.0.me {
+            return Some(self.answer(to, q));
+        }
         let seq = self.next_seq();
         let (tx, rx) = oneshot();
-        self.0.splits.borrow_mut().insert(seq, tx);
-        self.send(ReactorId(shard.0), Msg::SplitQuery { seq, n, from_high });
-        rx.await.flatten()
+        self.0.answers.borrow_mut().insert(seq, tx);
+        self.0.outbox.push(to, Msg::Ask { seq, from: self.0.me, q });
+        rx.await
+    }
+
+    /// Answers a question from reactor `from`.
+    fn answer(&self, from: ReactorId, q: Query) -> Answer {
+        let l = &self.0;
+        match q {
+            Query::SplitKey { n, from_high } => Answer::SplitKey(l.shard.state.borrow().store.key_at(n, from_high)),
+            Query::History { key, range_end, from: lo, to, map_version } => {
+                Answer::History(l.shard.history(&key, &range_end, lo, to, map_version))
+            }
+            Query::WatchJoin => {
+                let mut s = l.shard.state.borrow_mut();
+                s.watch_reactors.insert(from);
+                Answer::Joined { shard: s.id, rev: s.rev }
+            }
+            Query::LeaseKeepAlive { id } => {
+                Answer::Ttl(l.lessor.as_ref().and_then(|x| x.borrow_mut().keep_alive(id, std::time::Instant::now())))
+            }
+            Query::LeaseTimeToLive { id } => Answer::TimeToLive(
+                l.lessor.as_ref().and_then(|x| x.borrow().time_to_live(id, std::time::Instant::now())),
+            ),
+            Query::LeaseIds => Answer::Ids(l.lessor.as_ref().map(|x| x.borrow().ids()).unwrap_or_default()),
+            Query::LeaseKeys { id } => {
+                Answer::Keys(crate::apply::LeaseState::attached(&l.shard.state.borrow().leases, id))
+            }
+        }
+    }
+
+    /// Asks shard `shard` for the key `n` live keys from one of its edges.
+    pub(super) async fn split_key(&self, shard: ShardId, n: u64, from_high: bool) -> Option<Vec<u8>> {
+        match self.ask(ReactorId(shard.0), Query::SplitKey { n, from_high }).await {
+            Some(Answer::SplitKey(key)) => key,
+            _ => None,
+        }
+    }
+
+    pub(super) fn me(&self) -> ReactorId {
+        self.0.me
+    }
+
+    pub(super) fn local(&self) -> &Rc<Local> {
+        &self.0
     }
 
     /// The range map this reactor routes with.
@@ -215,7 +276,7 @@ impl NodeHandle {
         self.0.map.borrow().clone()
     }
 
-    async fn map_at_least(&self, version: u64) -> Rc<RangeMap> {
+    pub(super) async fn map_at_least(&self, version: u64) -> Rc<RangeMap> {
         loop {
             let m = self.map();
             if m.version() >= version {
@@ -247,6 +308,7 @@ impl NodeHandle {
             match self.range_with(&map, &r, linearizable).await {
                 Err(ReadError::Moved(v)) => map = self.map_at_least(v.max(map.version() + 1)).await,
                 Err(ReadError::Apply(e)) => return Err(e),
+                Err(ReadError::Compacted(_)) => return Err(ApplyError::Compacted),
                 Ok(result) => return Ok(result),
             }
         }
@@ -319,6 +381,46 @@ impl Backend for NodeHandle {
             leader: self.0.shared.member.get(),
         }
     }
+
+    fn lease_grant(&self, id: i64, ttl: i64) -> LocalBoxFuture<'static, Result<LeaseGranted, ApplyError>> {
+        Box::pin(self.clone().grant(id, ttl))
+    }
+
+    fn lease_revoke(&self, id: i64) -> LocalBoxFuture<'static, Outcome> {
+        Box::pin(self.clone().propose_cmd(Command::LeaseRevoke(crate::apply::command::LeaseRevoke { id })))
+    }
+
+    fn lease_keep_alive(&self, id: i64) -> LocalBoxFuture<'static, Option<i64>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.ask(SEQUENCER, Query::LeaseKeepAlive { id }).await {
+                Some(Answer::Ttl(t)) => t,
+                _ => None,
+            }
+        })
+    }
+
+    fn lease_time_to_live(&self, id: i64, keys: bool) -> LocalBoxFuture<'static, Option<LeaseTtl>> {
+        Box::pin(self.clone().time_to_live(id, keys))
+    }
+
+    fn lease_ids(&self) -> LocalBoxFuture<'static, Vec<i64>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.ask(SEQUENCER, Query::LeaseIds).await {
+                Some(Answer::Ids(ids)) => ids,
+                _ => Vec::new(),
+            }
+        })
+    }
+
+    fn watch_session(&self) -> Box<dyn WatchSession> {
+        Box::new(super::watches::Session::open(self.clone()))
+    }
+
+    fn progress_interval(&self) -> std::time::Duration {
+        self.0.shared.progress_interval
+    }
 }
 
 /// The shard's apply loop's way out to the reactor.
@@ -362,9 +464,26 @@ impl ShardLink for Link {
         self.0 .0.map_changed.notify();
     }
 
-    fn wants_events(&self) -> bool {
-        false
+    fn applied_effects(&self, leases: &[LeaseChange], events: Vec<Event>, rev: i64) {
+        let l = &self.0 .0;
+        if let Some(lessor) = &l.lessor {
+            let now = std::time::Instant::now();
+            let mut lessor = lessor.borrow_mut();
+            for c in leases {
+                match *c {
+                    LeaseChange::Granted { id, ttl } => lessor.granted(id, ttl, now),
+                    LeaseChange::Revoked { id } => lessor.revoked(id),
+                }
+            }
+        }
+        let to: Vec<ReactorId> = l.shard.state.borrow().watch_reactors.iter().copied().collect();
+        if to.is_empty() {
+            return;
+        }
+        let events = Arc::new(events);
+        let shard = l.me_shard();
+        for r in to {
+            self.0.send(r, Msg::WatchFeed { shard, upto: rev, events: events.clone() });
+        }
     }
-
-    fn applied_effects(&self, _leases: &[LeaseChange], _events: Vec<Event>, _rev: i64) {}
 }

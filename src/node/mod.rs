@@ -9,9 +9,11 @@
 
 mod balance;
 mod handle;
+mod leases;
 mod msg;
 mod sequencer;
 mod shard;
+mod watches;
 
 use std::io;
 use std::net::SocketAddr;
@@ -86,6 +88,10 @@ pub struct Shared {
     inboxes: Mutex<Vec<Option<Inbox<Msg>>>>,
     advertise: String,
     name: String,
+    /// The shortest lease TTL, seconds (etcd's rule: 1.5 election timeouts).
+    min_lease_ttl: i64,
+    /// `--experimental-watch-progress-notify-interval`.
+    progress_interval: Duration,
 }
 
 /// Why the node could not start.
@@ -175,6 +181,8 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         inboxes: Mutex::new(inboxes.into_iter().map(Some).collect()),
         advertise: config.advertise_client_urls.iter().map(|u| u.as_str().to_string()).collect::<Vec<_>>().join(","),
         name: config.name.clone(),
+        min_lease_ttl: crate::lease::Lessor::min_ttl_for(config.election_timeout, config.heartbeat_interval),
+        progress_interval: config.watch_progress_notify_interval,
     });
     crate::log_info!(
         "starting corekv",
@@ -238,6 +246,7 @@ async fn reactor_main(id: ReactorId, shared: Arc<Shared>) {
         });
     }
     if id == SEQUENCER {
+        monoio::spawn(leases::expiry_loop(node.clone()));
         announce(&shared);
     }
     std::future::pending::<()>().await;

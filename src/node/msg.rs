@@ -7,8 +7,8 @@ use rkyv::util::AlignedVec;
 use crate::apply::command::{Item, Range};
 use crate::apply::range::{RangePart, Shape};
 use crate::apply::{ApplyError, Exchange, RangeMap, Reply};
-use crate::mvcc::KeyHistory;
-use crate::types::{RaftIndex, ReactorId};
+use crate::mvcc::{Event, KeyHistory};
+use crate::types::{RaftIndex, ReactorId, ShardId};
 
 /// A log entry every shard applies, shared read-only between reactors.
 #[derive(Debug)]
@@ -76,6 +76,8 @@ pub struct ReadReply {
 pub enum ReadError {
     /// The request fails as etcd's would.
     Apply(ApplyError),
+    /// History below this compaction revision is gone.
+    Compacted(i64),
     /// The shard's range changed: the reader must route again with a map
     /// of at least this version.
     Moved(u64),
@@ -108,21 +110,103 @@ pub enum Msg {
         /// The keys with all their versions.
         histories: Vec<KeyHistory>,
     },
-    /// From the balancer: which key is `n` live keys from an edge of the
-    /// receiving shard?
-    SplitQuery {
-        /// Request number on the balancer's reactor.
+    /// A question for another reactor; the answer comes back as `Answer`.
+    Ask {
+        /// Request number on the asking reactor.
         seq: u64,
+        /// The asking reactor.
+        from: ReactorId,
+        /// The question.
+        q: Query,
+    },
+    /// The answer to an `Ask`.
+    Answer {
+        /// The request number it answers.
+        seq: u64,
+        /// The answer.
+        a: Answer,
+    },
+    /// A shard's changes of one applied batch for a reactor with watches,
+    /// and the shard's revision after the batch.
+    WatchFeed {
+        /// The shard.
+        shard: ShardId,
+        /// Its revision after the batch.
+        upto: i64,
+        /// The batch's changes to its keys, in revision order.
+        events: Arc<Vec<Event>>,
+    },
+    /// A reactor has no watches left: stop feeding it.
+    WatchLeave {
+        /// The reactor.
+        from: ReactorId,
+    },
+}
+
+/// Questions reactors ask each other.
+#[derive(Clone, Debug)]
+pub enum Query {
+    /// Balancer to a shard: the key `n` live keys from one of its edges.
+    SplitKey {
         /// How many keys to count.
         n: u64,
         /// Count from the high end.
         from_high: bool,
     },
-    /// The answer to a `SplitQuery`.
-    SplitKey {
-        /// The request number it answers.
-        seq: u64,
-        /// The key, if the shard has enough.
-        key: Option<Vec<u8>>,
+    /// Watch hub to a shard: the changes of a range in a revision window.
+    History {
+        /// First key.
+        key: Vec<u8>,
+        /// etcd's `range_end` for the range.
+        range_end: Vec<u8>,
+        /// First revision.
+        from: i64,
+        /// Last revision.
+        to: i64,
+        /// The range map version the hub routed with.
+        map_version: u64,
     },
+    /// Watch hub to a shard: feed me from now on.
+    WatchJoin,
+    /// To the lessor: renew a lease.
+    LeaseKeepAlive {
+        /// The lease.
+        id: i64,
+    },
+    /// To the lessor: a lease's granted and remaining TTL.
+    LeaseTimeToLive {
+        /// The lease.
+        id: i64,
+    },
+    /// To the lessor: every lease.
+    LeaseIds,
+    /// To a shard: its keys attached to a lease.
+    LeaseKeys {
+        /// The lease.
+        id: i64,
+    },
+}
+
+/// Answers to [`Query`]s, in the same order of kinds.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// The split key, if the shard has enough keys.
+    SplitKey(Option<Vec<u8>>),
+    /// The changes, or why not.
+    History(Result<Vec<Event>, ReadError>),
+    /// The shard feeds the asker from its revision `rev` on.
+    Joined {
+        /// The shard.
+        shard: ShardId,
+        /// Its revision when it joined.
+        rev: i64,
+    },
+    /// The renewed lease's TTL, or `None` if it does not exist.
+    Ttl(Option<i64>),
+    /// Granted and remaining TTL, or `None` if the lease does not exist.
+    TimeToLive(Option<(i64, i64)>),
+    /// Lease IDs.
+    Ids(Vec<i64>),
+    /// Keys, in key order.
+    Keys(Vec<Vec<u8>>),
 }

@@ -3,7 +3,8 @@
 //! the background.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use crate::apply::{ApplyError, BatchRun, Exchange, LeaseChange, RangeMap, Reply}
 use crate::lease::LeaseTable;
 use crate::mvcc::{End, Event, KeyHistory, MemStore, MvccStore};
 use crate::runtime::local::{oneshot, yield_now, Notify, Sender};
-use crate::types::{RaftIndex, ShardId};
+use crate::types::{RaftIndex, ReactorId, ShardId};
 
 /// Keys compacted per step before the shard yields to other work.
 const COMPACT_STEP_KEYS: usize = 4096;
@@ -59,6 +60,8 @@ pub struct ShardState {
     pub serve_from: Option<RaftIndex>,
     /// The range map whose keys this shard holds.
     pub map: Rc<RangeMap>,
+    /// Reactors whose watch hubs this shard feeds after every batch.
+    pub watch_reactors: BTreeSet<ReactorId>,
     queue: VecDeque<Queued>,
     exchanges: HashMap<(u64, u32), Vec<Exchange>>,
     transfers: HashMap<u64, Vec<Vec<KeyHistory>>>,
@@ -113,6 +116,7 @@ impl Shard {
                 received: RaftIndex(0),
                 serve_from: None,
                 map,
+                watch_reactors: BTreeSet::new(),
                 queue: VecDeque::new(),
                 exchanges: HashMap::new(),
                 transfers: HashMap::new(),
@@ -219,6 +223,32 @@ impl Shard {
         ReadReply { seq: req.seq, applied_rev: s.rev, result }
     }
 
+    /// The changes to this shard's part of a range in `[from, to]`, in
+    /// revision order.
+    pub fn history(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from: i64,
+        to: i64,
+        map_version: u64,
+    ) -> Result<Vec<Event>, ReadError> {
+        let s = self.state.borrow();
+        if s.map.version() != map_version {
+            return Err(ReadError::Moved(s.map.version()));
+        }
+        if from < s.compact_rev {
+            return Err(ReadError::Compacted(s.compact_rev));
+        }
+        let mut events = Vec::new();
+        s.store.history(key, End::from_range_end(range_end), from, to.min(s.rev), &mut |e| {
+            events.push(e);
+            ControlFlow::Continue(())
+        });
+        events.sort_by_key(|e| e.rev);
+        Ok(events)
+    }
+
     async fn next_item(&self) -> Queued {
         loop {
             if let Some(q) = self.state.borrow_mut().queue.pop_front() {
@@ -268,8 +298,6 @@ pub trait ShardLink {
     fn transfer(&self, to: ShardId, version: u64, histories: Vec<KeyHistory>);
     /// Tells the reactor the shard now holds the keys of `map`.
     fn map_changed(&self, map: Rc<RangeMap>);
-    /// Whether anyone watches: the apply then collects events.
-    fn wants_events(&self) -> bool;
     /// A batch's lease changes and events (in revision order), and the
     /// store's revision after it.
     fn applied_effects(&self, leases: &[LeaseChange], events: Vec<Event>, rev: i64);
@@ -317,7 +345,8 @@ async fn apply_batch<L: ShardLink>(shard: &Rc<Shard>, link: &L, c: &Committed) {
         let applied = {
             let mut s = shard.state.borrow_mut();
             let s = &mut *s;
-            let applied = run.apply(&mut s.store, &mut s.leases, link.origin_filter(), link.wants_events());
+            let want_events = !s.watch_reactors.is_empty();
+            let applied = run.apply(&mut s.store, &mut s.leases, link.origin_filter(), want_events);
             s.rev = applied.rev;
             s.compact_rev = applied.compact_rev;
             applied

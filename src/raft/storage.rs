@@ -99,6 +99,11 @@ impl LogStore {
         &self.snap_meta
     }
 
+    /// The descriptor of the compaction point's checkpoint.
+    pub fn snapshot_data(&self) -> Bytes {
+        self.snap_data.clone()
+    }
+
     /// The hard state last set.
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
@@ -194,13 +199,18 @@ impl LogStore {
 
     /// The configuration in force at `index` (at or after the compaction
     /// point).
-    fn conf_at(&self, index: u64) -> ConfState {
+    pub fn conf_at(&self, index: u64) -> ConfState {
         self.conf_history
             .iter()
             .rev()
             .find(|(i, _)| *i <= index)
             .map(|(_, cs)| cs.clone())
             .unwrap_or_else(|| self.snap_meta.get_conf_state().clone())
+    }
+
+    /// Entries `[low, high)`, all of them (no size limit).
+    pub fn entries_in(&self, low: u64, high: u64) -> raft::Result<Vec<Entry>> {
+        self.entries(low, high, None, GetEntriesContext::empty(false))
     }
 
     fn entry_term(&self, index: u64) -> Option<u64> {

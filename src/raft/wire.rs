@@ -24,7 +24,9 @@
 //! are authenticated with mutual TLS.
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Message, MessageType};
+use raft::eraftpb::{ConfChange, ConfChangeSingle, ConfChangeV2, ConfState, Message, MessageType};
+
+use crate::wal::EntryKind;
 
 /// Largest message accepted from a peer; larger is refused before decoding.
 pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
@@ -60,6 +62,8 @@ enum Schema {
     Snapshot,
     SnapshotMetadata,
     ConfState,
+    ConfChange,
+    ConfChangeV2,
 }
 
 impl Schema {
@@ -70,6 +74,7 @@ impl Schema {
             (Schema::Message, 9) => Some(Schema::Snapshot),
             (Schema::Snapshot, 2) => Some(Schema::SnapshotMetadata),
             (Schema::SnapshotMetadata, 1) => Some(Schema::ConfState),
+            (Schema::ConfChangeV2, 2) => Some(Schema::ConfChange),
             _ => None,
         }
     }
@@ -267,4 +272,30 @@ pub fn check_conf_state(cs: &ConfState) -> Result<(), WireError> {
         }
     }
     Ok(())
+}
+
+/// Decodes the payload of a conf change entry (it came from a leader: the
+/// same checks as a message). A v1 change comes back as its v2 form.
+pub fn decode_conf_change(kind: EntryKind, data: &[u8]) -> Result<ConfChangeV2, WireError> {
+    if data.len() > MESSAGE_BYTES_MAX {
+        return Err(malformed("conf change too large"));
+    }
+    match kind {
+        EntryKind::ConfChange => {
+            walk(data, Schema::ConfChange)?;
+            let cc = ConfChange::parse_from_bytes(data).map_err(|e| malformed(e.to_string()))?;
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(cc.get_change_type());
+            single.node_id = cc.node_id;
+            let mut v2 = ConfChangeV2::default();
+            v2.changes = vec![single].into();
+            v2.context = cc.context;
+            Ok(v2)
+        }
+        EntryKind::ConfChangeV2 => {
+            walk(data, Schema::ConfChangeV2)?;
+            ConfChangeV2::parse_from_bytes(data).map_err(|e| malformed(e.to_string()))
+        }
+        EntryKind::Normal => Err(malformed("not a conf change entry")),
+    }
 }
