@@ -160,9 +160,12 @@ pub enum Slot<'b> {
     Deleted,
 }
 
+/// `BTreeMap::range` bounds over byte keys.
+type KeyBounds<'k> = (Bound<&'k [u8]>, Bound<&'k [u8]>);
+
 /// A key range as `BTreeMap::range` bounds; `None` when it is empty (a
 /// range the map would refuse).
-fn key_bounds<'k>(start: &'k [u8], end: End<'k>) -> Option<(Bound<&'k [u8]>, Bound<&'k [u8]>)> {
+fn key_bounds<'k>(start: &'k [u8], end: End<'k>) -> Option<KeyBounds<'k>> {
     match end {
         End::Single => Some((Bound::Included(start), Bound::Included(start))),
         End::Unbounded => Some((Bound::Included(start), Bound::Unbounded)),

@@ -625,7 +625,12 @@ impl RaftCore {
             max_inflight_msgs: config.max_inflight_msgs,
             check_quorum: config.check_quorum,
             pre_vote: config.pre_vote,
-            batch_append: true,
+            // Off: raft-rs 0.7's batching appends new entries to an empty
+            // MsgAppend in the same Ready without checking that they follow
+            // its index (`is_continuous_ents` is true for an empty message),
+            // producing a non-contiguous append after a probe rewinds
+            // `next`. Found by the simulator; `wire` refuses such messages.
+            batch_append: false,
             max_uncommitted_size: config.max_uncommitted_bytes,
             max_committed_size_per_ready: config.max_committed_bytes_per_ready,
             ..raft::Config::default()

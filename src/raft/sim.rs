@@ -241,7 +241,6 @@ struct Oracle {
 }
 
 struct Sim {
-    seed: u64,
     rng: XorShift,
     faults: Faults,
     now: u64,
@@ -298,7 +297,6 @@ impl Sim {
             nodes.push(node);
         }
         Sim {
-            seed,
             rng,
             faults,
             now: 0,

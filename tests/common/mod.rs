@@ -562,6 +562,152 @@ impl Grpc {
     }
 }
 
+/// One bidirectional (or server-streaming) gRPC call over a raw
+/// connection: [`RawStream::send`] writes request messages,
+/// [`RawStream::recv`] reads response messages. Used where `etcd-client`
+/// cannot express a request or hides a response field (a Watch
+/// response's `fragment`, a LeaseKeepAlive's TTL 0).
+pub struct RawStream {
+    path: String,
+    send: h2::SendStream<Bytes>,
+    response: Option<h2::client::ResponseFuture>,
+    recv: Option<h2::RecvStream>,
+    buf: BytesMut,
+    /// The end of the call once seen: `Ok` after an OK status.
+    end: Option<Result<(), Status>>,
+}
+
+impl Grpc {
+    /// Opens a streaming call to `path` (e.g. `/etcdserverpb.Watch/Watch`).
+    pub async fn open_stream(&self, path: &str) -> Result<RawStream, Status> {
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!("{}{path}", self.origin))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let mut send = self.send.clone().ready().await.map_err(Status::from_h2)?;
+        let (response, stream) = send.send_request(request, false).map_err(Status::from_h2)?;
+        Ok(RawStream {
+            path: path.to_string(),
+            send: stream,
+            response: Some(response),
+            recv: None,
+            buf: BytesMut::new(),
+            end: None,
+        })
+    }
+}
+
+impl RawStream {
+    /// Sends one request message (h2 buffers it until the window allows).
+    pub fn send<M: prost::Message>(&mut self, m: &M) -> Result<(), Status> {
+        let body = m.encode_to_vec();
+        let mut framed = BytesMut::with_capacity(5 + body.len());
+        framed.put_u8(0);
+        framed.put_u32(body.len() as u32);
+        framed.put_slice(&body);
+        self.send.send_data(framed.freeze(), false).map_err(Status::from_h2)
+    }
+
+    /// Half-closes the request side.
+    pub fn close_send(&mut self) -> Result<(), Status> {
+        self.send.send_data(Bytes::new(), true).map_err(Status::from_h2)
+    }
+
+    /// The next response message; `Ok(None)` once the call ended with an
+    /// OK status, `Err` with its status otherwise. Waits without a
+    /// deadline: callers bound it (see [`RawStream::recv_within`]).
+    pub async fn recv<R: prost::Message + Default>(&mut self) -> Result<Option<R>, Status> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                if self.buf.len() >= 5 + len {
+                    assert_eq!(self.buf[0], 0, "compressed message on {}", self.path);
+                    let mut frame = self.buf.split_to(5 + len);
+                    frame.advance(5);
+                    return R::decode(frame.freeze()).map(Some).map_err(|e| Status {
+                        code: code::INTERNAL,
+                        message: format!("cannot decode a message of {}: {e}", self.path),
+                    });
+                }
+            }
+            if let Some(end) = &self.end {
+                return end.clone().map(|()| None);
+            }
+            if self.recv.is_none() {
+                let response = self.response.take().expect("response future");
+                let response = match response.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.end = Some(Err(Status::from_h2(e)));
+                        continue;
+                    }
+                };
+                let (parts, recv) = response.into_parts();
+                if let Some(status) = grpc_status(&parts.headers) {
+                    self.end = Some(Err(status));
+                    continue;
+                }
+                if parts.headers.get("grpc-status").is_some() {
+                    self.end = Some(Ok(()));
+                    continue;
+                }
+                if parts.status != http::StatusCode::OK {
+                    self.end =
+                        Some(Err(Status { code: code::UNKNOWN, message: format!("HTTP status {}", parts.status) }));
+                    continue;
+                }
+                self.recv = Some(recv);
+            }
+            let recv = self.recv.as_mut().expect("recv stream");
+            match recv.data().await {
+                Some(Ok(chunk)) => {
+                    let _ = recv.flow_control().release_capacity(chunk.len());
+                    self.buf.extend_from_slice(&chunk);
+                    if self.buf.len() > RAW_MAX_RESPONSE_BYTES {
+                        self.end =
+                            Some(Err(Status { code: code::RESOURCE_EXHAUSTED, message: "message too large".into() }));
+                    }
+                }
+                Some(Err(e)) => self.end = Some(Err(Status::from_h2(e))),
+                None => {
+                    let end = match recv.trailers().await {
+                        Err(e) => Err(Status::from_h2(e)),
+                        Ok(trailers) => {
+                            let trailers = trailers.unwrap_or_default();
+                            match grpc_status(&trailers) {
+                                Some(s) => Err(s),
+                                None if trailers.get("grpc-status").is_none() => {
+                                    Err(Status { code: code::INTERNAL, message: "no grpc-status trailer".into() })
+                                }
+                                None => Ok(()),
+                            }
+                        }
+                    };
+                    self.end = Some(end);
+                }
+            }
+        }
+    }
+
+    /// [`RawStream::recv`] bounded by `limit`: a missing message fails the
+    /// test instead of hanging it.
+    pub fn recv_within<R: prost::Message + Default>(
+        &mut self,
+        limit: Duration,
+    ) -> impl std::future::Future<Output = Result<Option<R>, Status>> + '_ {
+        let path = self.path.clone();
+        async move {
+            match tokio::time::timeout(limit, self.recv()).await {
+                Ok(r) => r,
+                Err(_) => panic!("{path}: no message within {limit:?}"),
+            }
+        }
+    }
+}
+
 /// The status in `grpc-status`/`grpc-message`, if not OK.
 fn grpc_status(headers: &http::HeaderMap) -> Option<Status> {
     let code: i32 = headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()?;
