@@ -13,5 +13,6 @@ pub mod lease;
 pub mod mvcc;
 pub mod node;
 pub mod runtime;
+pub mod transport;
 pub mod wal;
 pub mod watch;

@@ -14,17 +14,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
-    ClientConfig, Connection, ConnectionError, ConnectionHandle, ConnectionIdGenerator, DatagramEvent,
-    Dir, Endpoint, EndpointConfig, Event, HashedConnectionIdGenerator, Incoming, ReadError, StreamEvent,
-    StreamId, VarInt, WriteError,
+    ClientConfig, Connection, ConnectionError, ConnectionHandle, ConnectionIdGenerator, DatagramEvent, Dir, Endpoint,
+    EndpointConfig, Event, HashedConnectionIdGenerator, Incoming, ReadError, StreamEvent, StreamId, VarInt, WriteError,
 };
 use ring::hmac;
 
 use super::tls::{TlsParts, AUTO_SERVER_NAME};
 use super::wire::{self, Role, StreamDecoder, EKM_LABEL, EKM_LEN, HELLO_LEN};
-use super::{
-    ClassStats, Limits, MessageClass, PeerAddr, PeerIdentity, PeerStats, SendError, TransportStats,
-};
+use super::{ClassStats, Limits, MessageClass, PeerAddr, PeerIdentity, PeerStats, SendError, TransportStats};
 use crate::types::MemberId;
 
 /// A link must be authenticated this long after it started (handshake and
@@ -56,6 +53,8 @@ const CLOSE_REPLACED: u32 = 3;
 const CLOSE_REMOVED: u32 = 4;
 const CLOSE_TIMEOUT: u32 = 5;
 
+/// Data streams a peer may open: one per class.
+const DATA_STREAMS: u32 = 3;
 /// Classes in the order their queues are flushed and their inbox is read.
 const BY_PRIORITY: [MessageClass; 3] = [MessageClass::Raft, MessageClass::Forward, MessageClass::Snapshot];
 
@@ -159,6 +158,7 @@ struct Peer {
     backoff: Duration,
     connects: u64,
     disconnects: u64,
+    failed_dials: u64,
     classes: [ClassStats; 3],
 }
 
@@ -174,6 +174,7 @@ impl Peer {
             backoff: BACKOFF_MIN,
             connects: 0,
             disconnects: 0,
+            failed_dials: 0,
             classes: Default::default(),
         }
     }
@@ -317,8 +318,7 @@ impl Engine {
         let p = self.peers.get_mut(&peer).ok_or(SendError::UnknownPeer(peer))?;
         let i = class.index();
         let fits = |q: &OutQueue| {
-            q.msgs.is_empty()
-                || (q.msgs.len() < limits.queue_msgs_max && q.bytes + msg.len() <= limits.queue_bytes_max)
+            q.msgs.is_empty() || (q.msgs.len() < limits.queue_msgs_max && q.bytes + msg.len() <= limits.queue_bytes_max)
         };
         if !fits(&p.queues[i]) {
             match class {
@@ -364,27 +364,29 @@ impl Engine {
         let current: Vec<MemberId> = self.peers.keys().copied().collect();
         for id in current {
             let Some(p) = self.peers.get_mut(&id) else { continue };
-            let (close, reason) = match wanted.remove(&id) {
-                None => (true, "member removed"),
+            let handles = [p.link, p.dialing];
+            match wanted.remove(&id) {
+                None => {
+                    self.peers.remove(&id);
+                    crate::log_info!("peer removed from the transport", "peer" => id);
+                    for ch in handles.into_iter().flatten() {
+                        self.close_handle(ch, now, CLOSE_REMOVED, "member removed");
+                    }
+                }
                 Some(addr) if addr.addr != p.addr || addr.server_name != p.server_name => {
+                    crate::log_info!("peer address changed", "peer" => id, "address" => addr.addr);
                     p.addr = addr.addr;
                     p.server_name = addr.server_name;
-                    p.next_dial = now;
-                    p.backoff = BACKOFF_MIN;
-                    (true, "member address changed")
+                    for ch in handles.into_iter().flatten() {
+                        self.close_handle(ch, now, CLOSE_REMOVED, "member address changed");
+                    }
+                    // Redial the new address at once, whatever the old one cost.
+                    if let Some(p) = self.peers.get_mut(&id) {
+                        p.next_dial = now;
+                        p.backoff = BACKOFF_MIN;
+                    }
                 }
-                Some(_) => (false, ""),
-            };
-            if !close {
-                continue;
-            }
-            let handles = [p.link, p.dialing];
-            if reason == "member removed" {
-                self.peers.remove(&id);
-                crate::log_info!("peer removed from the transport", "peer" => id);
-            }
-            for ch in handles.into_iter().flatten() {
-                self.close_handle(ch, now, CLOSE_REMOVED, reason);
+                Some(_) => {}
             }
         }
         for (id, addr) in wanted {
@@ -400,6 +402,28 @@ impl Engine {
         for ch in handles {
             self.close_handle(ch, now, CLOSE_SHUTDOWN, "member shutting down");
         }
+    }
+
+    /// Test hook: opens a new data stream to `peer` and writes `raw` on it,
+    /// unframed. False if there is no link up or no stream credit.
+    #[cfg(test)]
+    pub(crate) fn inject_stream(&mut self, peer: MemberId, raw: &[u8]) -> bool {
+        let Some(link) = self.peers.get(&peer).and_then(|p| p.link).and_then(|ch| self.links.get_mut(&ch)) else {
+            return false;
+        };
+        let Some(id) = link.conn.streams().open(Dir::Uni) else { return false };
+        link.conn.send_stream(id).write(raw) == Ok(raw.len())
+    }
+
+    /// Test hook: appends `raw`, unframed, to the open `class` stream to `peer`.
+    #[cfg(test)]
+    pub(crate) fn inject_into(&mut self, peer: MemberId, class: MessageClass, raw: Bytes) -> bool {
+        let Some(link) = self.peers.get(&peer).and_then(|p| p.link).and_then(|ch| self.links.get_mut(&ch)) else {
+            return false;
+        };
+        let Some(out) = link.out[class.index()].as_mut() else { return false };
+        out.chunks.push_back(raw);
+        true
     }
 
     /// Stops all work without telling anyone (a crash, for tests).
@@ -424,6 +448,7 @@ impl Engine {
                     connected: p.link.is_some(),
                     connects: p.connects,
                     disconnects: p.disconnects,
+                    failed_dials: p.failed_dials,
                     classes,
                 }
             })
@@ -599,7 +624,10 @@ impl Engine {
                 self.drive(ch, now);
             }
             Err(e) => {
-                crate::log_debug!("peer connection failed at accept", "remote" => remote, "error" => e.cause.to_string());
+                crate::log_debug!(
+                    "peer connection failed at accept",
+                    "remote" => remote, "error" => e.cause.to_string()
+                );
                 if let Some(t) = e.response {
                     buf.truncate(t.size);
                     self.push_response(t.destination, buf);
@@ -704,7 +732,7 @@ impl Engine {
                 link.control = Some(id);
                 let hello = wire::encode_hello(&self.hello_key, Role::Dialer, self.me, peer, &link.ekm);
                 if !matches!(link.conn.send_stream(id).write(&hello), Ok(HELLO_LEN)) {
-                    return self.violation(ch, link, now, "cannot write the hello".to_string());
+                    self.violation(ch, link, now, "cannot write the hello".to_string());
                 }
             }
             None if link.hello_in.len() == HELLO_LEN => self.check_hello(ch, link, now),
@@ -734,10 +762,16 @@ impl Engine {
                 );
             }
             _ if link.up().is_some() => {
-                crate::log_warn!("peer link lost", "peer" => member, "remote" => link.remote, "error" => reason.to_string());
+                crate::log_warn!(
+                    "peer link lost",
+                    "peer" => member, "remote" => link.remote, "error" => reason.to_string()
+                );
             }
             _ => {
-                crate::log_debug!("peer connection failed", "peer" => member, "remote" => link.remote, "error" => reason.to_string());
+                crate::log_debug!(
+                    "peer connection failed",
+                    "peer" => member, "remote" => link.remote, "error" => reason.to_string()
+                );
             }
         }
         self.end_link(ch, link, now, None);
@@ -818,12 +852,7 @@ impl Engine {
                     ch,
                     link,
                     now,
-                    format!(
-                        "the member at {} is {:x}, expected {:x}",
-                        link.remote,
-                        hello.sender.get(),
-                        expected.get()
-                    ),
+                    format!("the member at {} is {:x}, expected {:x}", link.remote, hello.sender.get(), expected.get()),
                 );
             }
             Some(_) => {}
@@ -875,6 +904,8 @@ impl Engine {
         if let Some(old) = old {
             self.close_handle(old, now, CLOSE_REPLACED, "replaced by a newer link");
         }
+        // Now, and only now, the peer may open its data streams.
+        link.conn.set_max_concurrent_streams(Dir::Uni, VarInt::from_u32(DATA_STREAMS));
         self.accept_data_streams(ch, link, now);
     }
 
@@ -1021,6 +1052,7 @@ impl Engine {
         }
         if p.dialing == Some(ch) {
             p.dialing = None;
+            p.failed_dials += 1;
             p.next_dial = now + p.backoff;
             p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
         }

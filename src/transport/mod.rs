@@ -28,9 +28,9 @@
 //! Streams. The dialer opens one bidirectional control stream for the hello.
 //! After authentication each side opens, lazily, one unidirectional stream per
 //! [`MessageClass`] it sends, starting with a 4-byte preamble (`"CKV"` + class
-//! tag), then frames `len:u32 LE` + payload. Stream priorities (Raft > Forward
-//! > Snapshot) and per-stream flow-control windows smaller than the
-//! connection's keep a snapshot transfer from delaying Raft messages. All
+//! tag), then frames `len:u32 LE` + payload. Stream priorities (Raft first,
+//! then Forward, then Snapshot) and per-stream flow-control windows smaller
+//! than the connection's keep a snapshot transfer from delaying Raft messages. All
 //! messages queued for a peer in one reactor tick go into its stream in one
 //! write (small ones coalesced into one buffer, large ones zero-copy).
 //!
@@ -321,6 +321,9 @@ pub struct PeerStats {
     pub connects: u64,
     /// Authenticated links that went away so far.
     pub disconnects: u64,
+    /// Dials that failed before authenticating (this member dials peers
+    /// with higher IDs only).
+    pub failed_dials: u64,
     /// Per class, indexed like [`MessageClass::ALL`].
     pub classes: [ClassStats; 3],
 }

@@ -214,8 +214,10 @@ async fn drive_loop(shared: Rc<Shared>, socket: Rc<UdpSocket>, local: SocketAddr
         if !shared.engine.borrow().inbox_is_empty() {
             shared.receiver.notify();
         }
+        // A stopping driver gets one longer pass to send the close frames.
+        let sends_max = if stop == Stop::Graceful { 4 * SENDS_PER_PASS_MAX } else { SENDS_PER_PASS_MAX };
         let mut sent = 0;
-        while sent < SENDS_PER_PASS_MAX {
+        while sent < sends_max {
             let dest = shared.engine.borrow_mut().poll_transmit(Instant::now(), &mut buf);
             let Some(dest) = dest else { break };
             let (res, b) = socket.send_to(buf, dest).await;
@@ -310,15 +312,14 @@ impl TransportHandle {
     /// The next message from a peer: Raft before Forward before Snapshot;
     /// in order within one peer's class. Meant for one receiving task.
     pub async fn recv(&self) -> (MemberId, MessageClass, Bytes) {
-        poll_fn(|cx| match self.try_recv() {
-            Some(m) => Poll::Ready(m),
-            None => {
-                // Register, then look again: a message may have come between.
-                let _ = self.inner.shared.receiver.poll_notified(cx);
-                match self.try_recv() {
-                    Some(m) => Poll::Ready(m),
-                    None => Poll::Pending,
-                }
+        poll_fn(|cx| loop {
+            if let Some(m) = self.try_recv() {
+                return Poll::Ready(m);
+            }
+            // Pending registers the waker; Ready consumed a wake-up that
+            // raced with the look above: look again.
+            if self.inner.shared.receiver.poll_notified(cx).is_pending() {
+                return Poll::Pending;
             }
         })
         .await
@@ -360,6 +361,22 @@ impl TransportHandle {
     /// the socket. Other clones of the handle stop working.
     pub async fn shutdown(self) {
         self.stop(Stop::Graceful).await;
+    }
+
+    /// Test hook: see `Engine::inject_stream`.
+    #[cfg(test)]
+    pub(crate) fn inject_stream(&self, peer: MemberId, raw: &[u8]) -> bool {
+        let ok = self.inner.shared.engine.borrow_mut().inject_stream(peer, raw);
+        self.inner.shared.driver.notify();
+        ok
+    }
+
+    /// Test hook: see `Engine::inject_into`.
+    #[cfg(test)]
+    pub(crate) fn inject_into(&self, peer: MemberId, class: MessageClass, raw: Bytes) -> bool {
+        let ok = self.inner.shared.engine.borrow_mut().inject_into(peer, class, raw);
+        self.inner.shared.driver.notify();
+        ok
     }
 
     /// Stops without telling the peers, as a crashed process would.

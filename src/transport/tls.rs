@@ -77,17 +77,20 @@ fn load_certs(path: &Path, flag: &str) -> io::Result<Vec<CertificateDer<'static>
 }
 
 fn load_key(path: &Path) -> io::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| {
-        invalid(format!("--peer-key-file {}: cannot read a PEM private key: {e}", path.display()))
-    })
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| invalid(format!("--peer-key-file {}: cannot read a PEM private key: {e}", path.display())))
 }
 
-/// The QUIC settings every peer link uses.
-fn transport_config() -> Arc<TransportConfig> {
+/// The QUIC settings of peer links. `control_streams`: how many bidirectional
+/// streams the other side may open (1 for the dialer's control stream on the
+/// accepting side, 0 on the dialing side).
+fn transport_config(control_streams: u32) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
-    // One control stream (the dialer's), one data stream per class and way.
-    t.max_concurrent_bidi_streams(VarInt::from_u32(1));
-    t.max_concurrent_uni_streams(VarInt::from_u32(3));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(control_streams));
+    // No data streams before the hello verified: the engine raises this to
+    // one per class once the peer is authenticated, so an unauthenticated
+    // peer cannot make this member buffer anything but its hello.
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
     t.max_idle_timeout(Some(IdleTimeout::try_from(IDLE_TIMEOUT).unwrap_or(IdleTimeout::from(VarInt::from_u32(5_000)))));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.initial_rtt(INITIAL_RTT);
@@ -114,16 +117,13 @@ pub(crate) fn build(tls: &TlsSetup, identity: &PeerIdentity) -> io::Result<TlsPa
                 Some(ca) => {
                     let mut store = RootCertStore::empty();
                     for c in load_certs(ca, "--peer-trusted-ca-file")? {
-                        store.add(c).map_err(|e| {
-                            invalid(format!("--peer-trusted-ca-file {}: {e}", ca.display()))
-                        })?;
+                        store.add(c).map_err(|e| invalid(format!("--peer-trusted-ca-file {}: {e}", ca.display())))?;
                     }
                     Some(Arc::new(store))
                 }
                 None if *client_cert_auth => {
                     return Err(invalid(
-                        "--peer-client-cert-auth needs --peer-trusted-ca-file to check peer certificates"
-                            .to_string(),
+                        "--peer-client-cert-auth needs --peer-trusted-ca-file to check peer certificates".to_string(),
                     ));
                 }
                 None => None,
@@ -148,14 +148,9 @@ pub(crate) fn build(tls: &TlsSetup, identity: &PeerIdentity) -> io::Result<TlsPa
         .map_err(tls_err)?;
     let server_builder = match &roots {
         Some(roots) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                roots.clone(),
-                provider.clone(),
-            );
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
             let verifier = if client_cert_auth { verifier } else { verifier.allow_unauthenticated() };
-            let verifier = verifier
-                .build()
-                .map_err(|e| invalid(format!("--peer-trusted-ca-file: {e}")))?;
+            let verifier = verifier.build().map_err(|e| invalid(format!("--peer-trusted-ca-file: {e}")))?;
             server_builder.with_client_cert_verifier(verifier)
         }
         None => server_builder.with_no_client_auth(),
@@ -163,10 +158,9 @@ pub(crate) fn build(tls: &TlsSetup, identity: &PeerIdentity) -> io::Result<TlsPa
     let mut server = server_builder.with_single_cert(certs.clone(), key.clone_key()).map_err(tls_err)?;
     server.alpn_protocols = vec![ALPN.to_vec()];
     server.max_early_data_size = 0;
-    let server = QuicServerConfig::try_from(Arc::new(server))
-        .map_err(|e| invalid(format!("peer TLS setup: {e}")))?;
+    let server = QuicServerConfig::try_from(Arc::new(server)).map_err(|e| invalid(format!("peer TLS setup: {e}")))?;
     let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(server));
-    server.transport_config(transport_config());
+    server.transport_config(transport_config(1));
     server.migration(false);
     server.max_incoming(64);
 
@@ -177,9 +171,7 @@ pub(crate) fn build(tls: &TlsSetup, identity: &PeerIdentity) -> io::Result<TlsPa
     let verify_server_name = roots.is_some();
     let client_builder = match &roots {
         Some(roots) => client_builder.with_root_certificates(roots.clone()),
-        None => client_builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider.clone()))),
+        None => client_builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServerCert(provider.clone()))),
     };
     let mut client = match tls {
         TlsSetup::Files { .. } => client_builder.with_client_auth_cert(certs, key).map_err(tls_err)?,
@@ -188,10 +180,9 @@ pub(crate) fn build(tls: &TlsSetup, identity: &PeerIdentity) -> io::Result<TlsPa
     client.alpn_protocols = vec![ALPN.to_vec()];
     client.resumption = rustls::client::Resumption::disabled();
     client.enable_early_data = false;
-    let client = QuicClientConfig::try_from(Arc::new(client))
-        .map_err(|e| invalid(format!("peer TLS setup: {e}")))?;
+    let client = QuicClientConfig::try_from(Arc::new(client)).map_err(|e| invalid(format!("peer TLS setup: {e}")))?;
     let mut client = quinn_proto::ClientConfig::new(Arc::new(client));
-    client.transport_config(transport_config());
+    client.transport_config(transport_config(0));
 
     Ok(TlsParts { server: Arc::new(server), client, endpoint_secret, verify_server_name })
 }

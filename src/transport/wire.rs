@@ -124,8 +124,7 @@ impl StreamDecoder {
             Some(class) => class,
             None => {
                 let take = (PREAMBLE_LEN - self.preamble_have).min(data.len());
-                self.preamble[self.preamble_have..self.preamble_have + take]
-                    .copy_from_slice(&data[..take]);
+                self.preamble[self.preamble_have..self.preamble_have + take].copy_from_slice(&data[..take]);
                 self.preamble_have += take;
                 let _ = data.split_to(take);
                 if self.preamble_have < PREAMBLE_LEN {
@@ -135,8 +134,8 @@ impl StreamDecoder {
                 if magic != STREAM_MAGIC {
                     return Err(WireError::BadPreamble(magic));
                 }
-                let class = MessageClass::from_tag(self.preamble[3])
-                    .ok_or(WireError::UnknownClass(self.preamble[3]))?;
+                let class =
+                    MessageClass::from_tag(self.preamble[3]).ok_or(WireError::UnknownClass(self.preamble[3]))?;
                 self.class = Some(class);
                 class
             }
@@ -225,17 +224,17 @@ pub(crate) struct Hello {
 pub(crate) enum HelloError {
     /// Not a corekv hello at all.
     #[error("hello has bad magic {0:02x?}")]
-    BadMagic([u8; 4]),
+    NotAHello([u8; 4]),
     /// A hello format this build does not speak.
     #[error("hello version {0} is not supported (want {HELLO_VERSION})")]
-    BadVersion(u8),
+    UnsupportedVersion(u8),
     /// A role byte other than dialer or acceptor.
     #[error("hello role byte {0} is unknown")]
-    BadRole(u8),
+    UnknownRole(u8),
     /// The proof does not verify: the peer has another cluster token, or the
     /// hello was not made for this TLS session.
     #[error("hello proof does not verify (cluster token mismatch, or a relayed hello)")]
-    BadProof,
+    ProofMismatch,
 }
 
 /// The 32-byte key that signs hellos: the cluster token itself (HMAC takes
@@ -276,22 +275,18 @@ pub(crate) fn encode_hello(
 
 /// Decodes a hello and verifies its proof against this session's `ekm`
 /// (in constant time). The caller still checks the member IDs and role.
-pub(crate) fn verify_hello(
-    key: &hmac::Key,
-    bytes: &[u8; HELLO_LEN],
-    ekm: &[u8; EKM_LEN],
-) -> Result<Hello, HelloError> {
+pub(crate) fn verify_hello(key: &hmac::Key, bytes: &[u8; HELLO_LEN], ekm: &[u8; EKM_LEN]) -> Result<Hello, HelloError> {
     let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
     if magic != HELLO_MAGIC {
-        return Err(HelloError::BadMagic(magic));
+        return Err(HelloError::NotAHello(magic));
     }
     if bytes[4] != HELLO_VERSION {
-        return Err(HelloError::BadVersion(bytes[4]));
+        return Err(HelloError::UnsupportedVersion(bytes[4]));
     }
     let role = match bytes[5] {
         1 => Role::Dialer,
         2 => Role::Acceptor,
-        other => return Err(HelloError::BadRole(other)),
+        other => return Err(HelloError::UnknownRole(other)),
     };
     let id_at = |at: usize| {
         let mut b = [0u8; 8];
@@ -299,8 +294,7 @@ pub(crate) fn verify_hello(
         MemberId(u64::from_le_bytes(b))
     };
     let (sender, receiver) = (id_at(6), id_at(14));
-    hmac::verify(key, &mac_input(role, sender, receiver, ekm), &bytes[22..])
-        .map_err(|_| HelloError::BadProof)?;
+    hmac::verify(key, &mac_input(role, sender, receiver, ekm), &bytes[22..]).map_err(|_| HelloError::ProofMismatch)?;
     Ok(Hello { role, sender, receiver })
 }
 
@@ -310,7 +304,9 @@ mod tests {
 
     const MAX: [u32; 3] = [16, 64, 16];
 
-    fn decode_all(chunks: &[&[u8]]) -> (Vec<(MessageClass, Vec<u8>)>, Result<(), WireError>) {
+    type Decoded = (Vec<(MessageClass, Vec<u8>)>, Result<(), WireError>);
+
+    fn decode_all(chunks: &[&[u8]]) -> Decoded {
         let mut dec = StreamDecoder::new(MAX);
         let mut out = Vec::new();
         for chunk in chunks {
@@ -371,22 +367,22 @@ mod tests {
         let h = encode_hello(&key, Role::Dialer, MemberId(1), MemberId(2), &ekm);
         let ok = verify_hello(&key, &h, &ekm);
         assert_eq!(ok.as_ref().map(|h| (h.role, h.sender, h.receiver)), Ok((Role::Dialer, MemberId(1), MemberId(2))));
-        assert_eq!(verify_hello(&hello_key("cluster-b"), &h, &ekm), Err(HelloError::BadProof));
-        assert_eq!(verify_hello(&key, &h, &[8u8; EKM_LEN]), Err(HelloError::BadProof));
+        assert_eq!(verify_hello(&hello_key("cluster-b"), &h, &ekm), Err(HelloError::ProofMismatch));
+        assert_eq!(verify_hello(&key, &h, &[8u8; EKM_LEN]), Err(HelloError::ProofMismatch));
         let mut reflected = h;
         reflected[5] = Role::Acceptor as u8;
-        assert_eq!(verify_hello(&key, &reflected, &ekm), Err(HelloError::BadProof));
+        assert_eq!(verify_hello(&key, &reflected, &ekm), Err(HelloError::ProofMismatch));
         let mut other_sender = h;
         other_sender[6] = 3;
-        assert_eq!(verify_hello(&key, &other_sender, &ekm), Err(HelloError::BadProof));
+        assert_eq!(verify_hello(&key, &other_sender, &ekm), Err(HelloError::ProofMismatch));
         let mut bad = h;
         bad[0] = b'X';
-        assert!(matches!(verify_hello(&key, &bad, &ekm), Err(HelloError::BadMagic(_))));
+        assert!(matches!(verify_hello(&key, &bad, &ekm), Err(HelloError::NotAHello(_))));
         bad = h;
         bad[4] = 2;
-        assert_eq!(verify_hello(&key, &bad, &ekm), Err(HelloError::BadVersion(2)));
+        assert_eq!(verify_hello(&key, &bad, &ekm), Err(HelloError::UnsupportedVersion(2)));
         bad = h;
         bad[5] = 0;
-        assert_eq!(verify_hello(&key, &bad, &ekm), Err(HelloError::BadRole(0)));
+        assert_eq!(verify_hello(&key, &bad, &ekm), Err(HelloError::UnknownRole(0)));
     }
 }
