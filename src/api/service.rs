@@ -14,6 +14,9 @@ use super::proto::etcdserverpb as pb;
 /// The server version corekv reports: an etcd 3.5 release, so clients
 /// (kube-apiserver among them) enable the features they gate on it.
 pub const SERVER_VERSION: &str = "3.5.17";
+/// The room etcd leaves for gRPC framing above `--max-request-bytes`.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
 /// The cluster version corekv reports.
 pub const CLUSTER_VERSION: &str = "3.5.0";
 
@@ -126,6 +129,12 @@ impl<B: Backend> EtcdService<B> {
             "/etcdserverpb.Lease/LeaseRevoke" => super::lease::revoke(b, body).await,
             "/etcdserverpb.Lease/LeaseTimeToLive" => super::lease::time_to_live(b, body).await,
             "/etcdserverpb.Lease/LeaseLeases" => super::lease::leases(b, body).await,
+            "/v3electionpb.Election/Campaign" => super::election::campaign(b, body, &self.limits).await,
+            "/v3electionpb.Election/Proclaim" => super::election::proclaim(b, body, &self.limits).await,
+            "/v3electionpb.Election/Leader" => super::election::leader(b, body).await,
+            "/v3electionpb.Election/Resign" => super::election::resign(b, body).await,
+            "/v3lockpb.Lock/Lock" => super::lock::lock(b, body, &self.limits).await,
+            "/v3lockpb.Lock/Unlock" => super::lock::unlock(b, body).await,
             other => Err(not_yet(other)),
         }
     }
@@ -206,9 +215,13 @@ impl<B: Backend> Service for EtcdService<B> {
             let b = &self.backend;
             match path.as_str() {
                 "/etcdserverpb.Watch/Watch" => {
-                    super::watch::watch(b, requests, responses, self.limits.max_request_bytes).await
+                    // etcd fragments above its gRPC message limit, which is
+                    // --max-request-bytes plus gRPC's overhead allowance.
+                    let fragment_bytes = self.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+                    super::watch::watch(b, requests, responses, fragment_bytes).await
                 }
                 "/etcdserverpb.Lease/LeaseKeepAlive" => super::lease::keep_alive(b, requests, responses).await,
+                "/v3electionpb.Election/Observe" => super::election::observe(b, requests, responses).await,
                 _ => not_yet(&path),
             }
         })

@@ -27,6 +27,7 @@ pub use handle::NodeHandle;
 
 use crate::api::grpc::{serve_connection, ServerLimits};
 use crate::api::kv::Limits;
+use crate::api::service::GRPC_OVERHEAD_BYTES;
 use crate::api::EtcdService;
 use crate::apply::command::aligned_copy;
 use crate::apply::RangeMap;
@@ -37,8 +38,6 @@ use crate::wal::{Wal, WalOptions};
 use msg::{Committed, Msg};
 use shard::{fatal, Shard};
 
-/// gRPC's allowance for framing above `--max-request-bytes`, as etcd sets it.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Cap on concurrent streams per client connection.
 const STREAMS_PER_CONN_MAX: u32 = 4096;
 /// A connection that has not finished its HTTP/2 handshake by then is closed.

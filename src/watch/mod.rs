@@ -450,8 +450,8 @@ impl Hub {
                 if let Some(s) = self.streams.get_mut(&key.stream) {
                     s.watches.remove(&key.id);
                 }
-                let revision = self.released;
-                return self.push(key.stream, Out::Canceled { id: key.id, revision, compact_revision });
+                // etcd's compaction cancel carries no header revision.
+                return self.push(key.stream, Out::Canceled { id: key.id, revision: 0, compact_revision });
             }
         };
         let events: Vec<Event> = events

@@ -133,7 +133,7 @@ fn a_compacted_start_cancels_the_watch_with_the_compact_revision() {
     let q = h.take_queries();
     h.history(&q[0], Err(5));
     let outs = drain(&mut h, 1);
-    assert_eq!(outs[1], Out::Canceled { id: 0, revision: 10, compact_revision: 5 });
+    assert_eq!(outs[1], Out::Canceled { id: 0, revision: 0, compact_revision: 5 });
     assert_eq!(h.watches(), 0);
 }
 
