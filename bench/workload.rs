@@ -70,7 +70,7 @@ impl Template {
         let b = make(Bytes::from(vec![0x55; key_size]));
         assert_eq!(a.len(), b.len(), "a template's length must not depend on its key's bytes");
         let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-        assert!(!differ.is_empty() && differ.len() % key_size == 0, "the key must appear whole in the template");
+        assert!(!differ.is_empty() && differ.len().is_multiple_of(key_size), "the key must appear whole in the template");
         let key_offsets: Vec<usize> = differ
             .chunks(key_size)
             .map(|run| {

@@ -828,7 +828,7 @@ async fn random_write(c: &mut Client, rng: &mut Rng, tag: &str) -> Option<(i64, 
     match rng.below(10) {
         0..=4 => {
             let k = *rng.pick(&SPREAD_KEYS);
-            let v = format!("{tag}");
+            let v = tag.to_string();
             let rev = put(c, k, &v).await;
             Some((rev, vec![P(rev, k, &v)]))
         }
@@ -1087,7 +1087,7 @@ async fn bulk_puts(s: &Server, prefix: &str, n: usize, size: usize, writers: usi
             for i in (w..n).step_by(writers) {
                 let k = format!("{prefix}{:03}", i % 500);
                 let mut v = format!("{i}:");
-                v.extend(std::iter::repeat('x').take(size - v.len()));
+                v.extend(std::iter::repeat_n('x', size - v.len()));
                 let rev = put(&mut wc, &k, &v).await;
                 log.push(P(rev, &k, &v));
             }

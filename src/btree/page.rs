@@ -20,7 +20,7 @@ pub const PAGE_BODY_BYTES: usize = PAGE_BYTES - HEADER_BYTES;
 /// Bytes of one disk sector: the unit a torn write is made of (crash tests).
 pub const SECTOR_BYTES: usize = 512;
 
-const _: () = assert!(PAGE_BYTES % 4096 == 0 && PAGE_BYTES <= 32768);
+const _: () = assert!(PAGE_BYTES.is_multiple_of(4096) && PAGE_BYTES <= 32768);
 // `PageBuf`'s `align` attribute needs a literal; it must stay the O_DIRECT
 // alignment (4 KiB), whatever the page size.
 const _: () = assert!(std::mem::align_of::<PageBuf>() == 4096);

@@ -76,7 +76,7 @@ fn mesh(ids: &[u64], host: u8) -> Vec<TransportHandle> {
 /// number; its size varies with `seq` so frames straddle packets, and every
 /// 97th is large enough to go out without a copy.
 fn payload(from: u64, class: MessageClass, seq: u64) -> Bytes {
-    let len = if seq % 97 == 0 { 40_000 } else { 17 + (seq as usize * 31) % 3000 };
+    let len = if seq.is_multiple_of(97) { 40_000 } else { 17 + (seq as usize * 31) % 3000 };
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&from.to_le_bytes());
     v.push(class.tag());

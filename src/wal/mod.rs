@@ -838,7 +838,7 @@ fn write_chunk_blocking(file: &File, path: &Path, chunk: &mut Chunk) -> Result<(
 
 fn check_options(opts: &WalOptions) -> Result<(), WalError> {
     let b = opts.segment_bytes;
-    if b % BLOCK_BYTES as u64 != 0 {
+    if !b.is_multiple_of(BLOCK_BYTES as u64) {
         return Err(WalError::BadOptions { detail: "segment_bytes must be a multiple of 4096" });
     }
     if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&b) {

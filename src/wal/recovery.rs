@@ -253,7 +253,7 @@ fn segment_limit(bytes: &[u8], h: &SegmentHeader) -> usize {
 fn check_header(seg: &SegmentInfo, h: &SegmentHeader) -> Result<(), WalError> {
     let detail = if h.seq != seg.seq {
         format!("header says segment {} but the file name says {}", h.seq, seg.seq)
-    } else if h.segment_bytes % BLOCK_BYTES as u64 != 0
+    } else if !h.segment_bytes.is_multiple_of(BLOCK_BYTES as u64)
         || !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&h.segment_bytes)
     {
         format!("header has an impossible segment size {}", h.segment_bytes)

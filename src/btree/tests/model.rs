@@ -13,7 +13,7 @@ use crate::btree::{
 /// Random operations; returns the final model so callers can check more.
 fn run_model(seed: u64, ops: usize) {
     let mut rng = Rng::new(seed);
-    let long_percent = if seed % 2 == 0 { 5 } else { 35 };
+    let long_percent = if seed.is_multiple_of(2) { 5 } else { 35 };
     let mut store = MemStore::new();
     let mut tree = Tree::create(&mut store).unwrap();
     let (mut model, mut durable) = (Model::new(), Model::new());
