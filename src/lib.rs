@@ -12,6 +12,7 @@ pub mod hwcheck;
 pub mod lease;
 pub mod mvcc;
 pub mod node;
+pub mod raft;
 pub mod runtime;
 pub mod transport;
 pub mod wal;

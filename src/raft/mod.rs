@@ -14,13 +14,13 @@
 //! # The loop
 //!
 //! ```text
-//! step(bytes) / tick() / propose(..) / read_index(..)      any time
-//! if let Some(rd) = ready()? {
-//!     send rd.messages                                     now
-//!     if let Some(p) = rd.persist {                        install p.snapshot, append p.entries
-//!         WAL append + fdatasync, then on_persisted(p.number) (group commit: many readies per flush)
+//! step(sender, bytes) / tick() / propose(..) / read_index(..) / on_persisted(n)
+//! while let Some(rd) = ready()? {                   after any of the above
+//!     send rd.messages                              now, before or while writing
+//!     if let Some(p) = rd.persist {                 install p.snapshot; WAL append p.entries, p.hard_state
+//!         ... fdatasync (one per group of readies), then on_persisted(p.number)
 //!     }
-//!     apply rd.committed; answer rd.read_states once applied up to them
+//!     apply rd.committed; answer rd.read_states once the shards applied up to them
 //! }
 //! ```
 //!
@@ -55,8 +55,9 @@
 //! * Readies are persisted in order; `on_persisted(n)` means every Ready up
 //!   to `n` is durable. A Ready whose `persist` is `None` needs no write:
 //!   `RaftCore` completes it itself once the ones before it are durable.
-//!   With `persist.must_sync == false` only the commit index changed, which
-//!   may be written without waiting (a lost commit index is recomputed).
+//!   With `persist.must_sync == false` only the commit index changed: that
+//!   Ready may be reported without waiting for its fdatasync (a lost commit
+//!   index is learnt again), but still in order, after every earlier one.
 //!
 //! # Membership
 //!
@@ -68,6 +69,10 @@
 //! restarted member knows its peers before the first Ready. Committed
 //! entries are handed out again from the compaction point on after a
 //! restart; the shards skip what their checkpoints already hold.
+
+// raft-rs's protobuf structs carry hidden fields (unknown fields, cached
+// size): building them from `default()` and setting fields is their idiom.
+#![allow(clippy::field_reassign_with_default)]
 
 mod logger;
 pub mod storage;
@@ -166,7 +171,11 @@ impl RaftConfig {
     /// `--election-timeout`, as etcd does: one tick per heartbeat interval
     /// (call [`RaftCore::tick`] that often), a heartbeat every tick, an
     /// election after `election_timeout / heartbeat_interval` ticks.
-    pub fn with_etcd_timing(mut self, heartbeat_interval: Duration, election_timeout: Duration) -> Result<Self, RaftError> {
+    pub fn with_etcd_timing(
+        mut self,
+        heartbeat_interval: Duration,
+        election_timeout: Duration,
+    ) -> Result<Self, RaftError> {
         let hb = heartbeat_interval.as_millis();
         let el = election_timeout.as_millis();
         if hb == 0 || el < 5 * hb {
@@ -322,7 +331,12 @@ impl LogEntry {
     }
 
     fn from_raft(e: &Entry) -> LogEntry {
-        LogEntry { index: RaftIndex(e.index), term: Term(e.term), kind: kind_of(e.get_entry_type()), data: e.data.clone() }
+        LogEntry {
+            index: RaftIndex(e.index),
+            term: Term(e.term),
+            kind: kind_of(e.get_entry_type()),
+            data: e.data.clone(),
+        }
     }
 
     fn to_raft(&self) -> Entry {
@@ -362,7 +376,8 @@ pub struct Persist {
     /// The hard state to write with them.
     pub hard_state: Option<wal::HardState>,
     /// False when only the commit index changed: then `on_persisted` may be
-    /// called without waiting for the fdatasync.
+    /// called without waiting for the fdatasync (still in order: only once
+    /// every earlier Ready was reported).
     pub must_sync: bool,
 }
 
@@ -465,6 +480,10 @@ pub struct Ready {
     pub committed: Vec<Committed>,
     /// ReadIndex results.
     pub read_states: Vec<ReadState>,
+    /// A follower needs a snapshot newer than the compaction point (it
+    /// joined after it): checkpoint the shards and call `compact_to` with
+    /// the applied index; raft-rs retries the snapshot meanwhile.
+    pub checkpoint_wanted: bool,
 }
 
 impl Ready {
@@ -475,6 +494,7 @@ impl Ready {
             && self.persist.is_none()
             && self.committed.is_empty()
             && self.read_states.is_empty()
+            && !self.checkpoint_wanted
     }
 }
 
@@ -533,6 +553,9 @@ pub enum StepError {
     /// raft-rs refused it.
     #[error("raft refused the message: {0}")]
     Refused(String),
+    /// This member was removed from the cluster.
+    #[error("this member was removed from the cluster")]
+    Removed,
 }
 
 /// Why a ReadIndex could not start.
@@ -541,6 +564,9 @@ pub enum ReadIndexError {
     /// No leader is known: etcd answers "no leader".
     #[error("no leader")]
     NoLeader,
+    /// This member was removed from the cluster.
+    #[error("this member was removed from the cluster")]
+    Removed,
 }
 
 /// Why a leadership transfer could not start.
@@ -562,6 +588,8 @@ pub enum TransferError {
 struct Inflight {
     number: u64,
     needs_write: bool,
+    /// The snapshot this Ready installs: applied once durable.
+    snapshot_index: Option<u64>,
     /// Messages that may leave only once this Ready is durable.
     held: Vec<Outbound>,
 }
@@ -572,7 +600,13 @@ pub(crate) struct XorShift(u64);
 
 impl XorShift {
     pub(crate) fn new(seed: u64) -> XorShift {
-        XorShift(seed ^ 0x2545_f491_4f6c_dd1d | 1)
+        // splitmix64 spreads every seed bit over the state (which must not
+        // be zero).
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        XorShift(if z == 0 { 1 } else { z })
     }
 
     pub(crate) fn next(&mut self) -> u64 {
@@ -603,6 +637,10 @@ pub struct RaftCore {
     conf_applied: u64,
     /// Messages raft-rs produced that could not be encoded (never expected).
     dropped_msgs: u64,
+    /// A committed conf change removed this member: it stops (as etcd's
+    /// members do), and raft-rs is not driven any further (it assumes a
+    /// member outside the configuration is never stepped as a leader).
+    removed: bool,
 }
 
 impl RaftCore {
@@ -647,6 +685,7 @@ impl RaftCore {
             outbox: Vec::new(),
             conf_applied: snap_index,
             dropped_msgs: 0,
+            removed: false,
         };
         if fresh && !config.join_existing {
             core.bootstrap(&config)?;
@@ -668,6 +707,9 @@ impl RaftCore {
         learners.dedup();
         if voters.is_empty() {
             return Err(RaftError::Config("a new cluster needs at least one voter".into()));
+        }
+        if voters.first() == Some(&MemberId(0)) || learners.first() == Some(&MemberId(0)) {
+            return Err(RaftError::Config("member ID 0 is reserved".into()));
         }
         if learners.iter().any(|l| voters.contains(l)) {
             return Err(RaftError::Config("a member cannot be both voter and learner".into()));
@@ -724,6 +766,7 @@ impl RaftCore {
             // again, identically: nothing to record.
             if let Ok(cs) = self.raw.apply_conf_change(&cc) {
                 self.raw.mut_store().record_conf(e.index, cs);
+                self.note_removal(&cc);
             }
             self.conf_applied = e.index;
         }
@@ -808,14 +851,30 @@ impl RaftCore {
 
     /// Advances the logical clock one tick (one heartbeat interval).
     pub fn tick(&mut self) {
+        if self.removed {
+            return;
+        }
         self.raw.tick();
         self.rerandomize();
     }
 
-    /// Steps a message from a peer. Malformed bytes are an error, never a
-    /// panic; see [`wire`].
-    pub fn step(&mut self, bytes: &[u8]) -> Result<(), StepError> {
-        let msg = wire::decode(bytes, self.id.get())?;
+    /// Steps a message that the authenticated peer `sender` sent. Malformed
+    /// bytes are an error, never a panic; see [`wire`].
+    pub fn step(&mut self, sender: MemberId, bytes: &[u8]) -> Result<(), StepError> {
+        if self.removed {
+            return Err(StepError::Removed);
+        }
+        let msg = wire::decode(bytes, self.id.get(), sender.get())?;
+        if msg.get_msg_type() == MessageType::MsgHeartbeat && msg.commit > self.raw.raft.raft_log.last_index() {
+            // raft-rs would panic ("was the raft log lost?"): a leader only
+            // sends a commit index this member acknowledged having. Refuse
+            // rather than crash; the operator sees the log line.
+            return Err(StepError::Refused(format!(
+                "heartbeat commits {} beyond this member's last index {}: was its log lost?",
+                msg.commit,
+                self.raw.raft.raft_log.last_index()
+            )));
+        }
         let from = msg.from;
         let res = self.raw.step(msg);
         self.rerandomize();
@@ -842,6 +901,9 @@ impl RaftCore {
     }
 
     fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.removed {
+            return Err(ProposeError::Removed);
+        }
         let raft = &self.raw.raft;
         if raft.state != StateRole::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader() });
@@ -868,6 +930,13 @@ impl RaftCore {
         let raft = &self.raw.raft;
         if raft.has_pending_conf() {
             return Err(ProposeError::ConfChangePending);
+        }
+        if changes.iter().any(|c| c.member == self.id && c.kind == ChangeKind::AddLearner) {
+            // raft-rs leaves a demoted leader leading (untested upstream):
+            // hand leadership over first.
+            return Err(ProposeError::BadConfChange(
+                "the leader cannot demote itself; transfer leadership first".into(),
+            ));
         }
         let cc = conf_change_v2(changes, context);
         let joint = !raft.prs().conf().to_conf_state().voters_outgoing.is_empty();
@@ -896,8 +965,13 @@ impl RaftCore {
     /// Starts a ReadIndex round; its result comes back in
     /// `Ready::read_states` with the same `context` (unique per request).
     /// On a follower the request goes to the leader. Without a leader it
-    /// fails; a request lost on the way never answers: time out.
+    /// fails; a request lost on the way never answers, nor does one that
+    /// reaches a leader which has not yet committed an entry of its term
+    /// (raft-rs 0.7 drops it): time out and retry, as etcd does.
     pub fn read_index(&mut self, context: Vec<u8>) -> Result<(), ReadIndexError> {
+        if self.removed {
+            return Err(ReadIndexError::Removed);
+        }
         if self.raw.raft.leader_id == raft::INVALID_ID {
             return Err(ReadIndexError::NoLeader);
         }
@@ -908,7 +982,7 @@ impl RaftCore {
 
     /// Asks the leader to hand leadership to `to` (etcd's MoveLeader).
     pub fn transfer_leader(&mut self, to: MemberId) -> Result<(), TransferError> {
-        if self.raw.raft.state != StateRole::Leader {
+        if self.removed || self.raw.raft.state != StateRole::Leader {
             return Err(TransferError::NotLeader { leader: self.leader() });
         }
         if !self.raw.raft.prs().conf().voters().contains(to.get()) {
@@ -933,7 +1007,10 @@ impl RaftCore {
     /// Drops the log up to and including `index`, once the shards have a
     /// durable checkpoint at `index` that `data` describes (sent to
     /// followers that need entries from before it). `index` must have been
-    /// handed out in `Ready::committed`.
+    /// handed out in `Ready::committed`. Below the current compaction point
+    /// (a snapshot from the leader overtook the checkpoint) nothing
+    /// happens: compare [`RaftCore::compacted_index`] before recording a
+    /// new point in the WAL.
     pub fn compact_to(&mut self, index: RaftIndex, data: Bytes) -> Result<(), LogError> {
         if index.get() > self.raw.raft.raft_log.applied {
             return Err(LogError::BadCompaction { index: index.get(), why: "not applied yet" });
@@ -943,11 +1020,16 @@ impl RaftCore {
 
     /// What to do now, if anything. See the module documentation.
     pub fn ready(&mut self) -> Result<Option<Ready>, RaftError> {
+        if self.removed {
+            return Ok(None);
+        }
+        let checkpoint_wanted = self.raw.store().take_snapshot_wanted();
         if !self.raw.has_ready() {
-            if self.outbox.is_empty() {
+            if self.outbox.is_empty() && !checkpoint_wanted {
                 return Ok(None);
             }
-            return Ok(Some(Ready { messages: std::mem::take(&mut self.outbox), ..Ready::default() }));
+            let messages = std::mem::take(&mut self.outbox);
+            return Ok(Some(Ready { messages, checkpoint_wanted, ..Ready::default() }));
         }
         let mut rd = self.raw.ready();
         let number = rd.number();
@@ -961,6 +1043,7 @@ impl RaftCore {
                 .into_iter()
                 .map(|rs| ReadState { index: RaftIndex(rs.index), context: rs.request_ctx })
                 .collect(),
+            checkpoint_wanted,
             ..Ready::default()
         };
         let snapshot = if rd.snapshot().is_empty() {
@@ -986,10 +1069,16 @@ impl RaftCore {
         let later = self.encode_all(rd.take_persisted_messages());
         let committed = rd.take_committed_entries();
         self.raw.advance_append_async(rd);
+        let last_committed = committed.last().map(|e| e.index);
         out.committed = self.hand_out(committed)?;
-        self.raw.advance_apply();
+        if let Some(last) = last_committed {
+            // Not `advance_apply`: after a snapshot raft-rs's cursor is at
+            // the snapshot, which counts as applied only once durable.
+            self.raw.advance_apply_to(last);
+        }
 
         let needs_write = snapshot.is_some() || !entries.is_empty() || hard_state.is_some();
+        let snapshot_index = snapshot.as_ref().map(|s| s.index.get());
         if needs_write {
             out.persist = Some(Persist {
                 number: ReadyNumber(number),
@@ -999,7 +1088,7 @@ impl RaftCore {
                 must_sync,
             });
         }
-        self.inflight.push_back(Inflight { number, needs_write, held: later });
+        self.inflight.push_back(Inflight { number, needs_write, snapshot_index, held: later });
         if !needs_write && self.inflight.len() == 1 {
             // Nothing to write and nothing before it in flight: durable now.
             self.complete_through(0);
@@ -1019,18 +1108,30 @@ impl RaftCore {
     /// Completes the in-flight readies up to `number`, then any that need
     /// no write right behind them.
     fn complete_through(&mut self, number: u64) {
+        if self.removed {
+            self.inflight.clear();
+            return;
+        }
         let mut last = None;
+        let mut snapshot = None;
         while let Some(front) = self.inflight.front() {
             if front.number > number && front.needs_write {
                 break;
             }
             if let Some(done) = self.inflight.pop_front() {
                 last = Some(done.number);
+                snapshot = done.snapshot_index.or(snapshot);
                 self.outbox.extend(done.held);
             }
         }
         if let Some(n) = last {
             self.raw.on_persist_ready(n);
+            if let Some(s) = snapshot {
+                // The shards hold the snapshot now: it is applied.
+                if s > self.raw.raft.raft_log.applied {
+                    self.raw.advance_apply_to(s);
+                }
+            }
             self.rerandomize();
         }
     }
@@ -1070,12 +1171,29 @@ impl RaftCore {
                 Ok(cs) => {
                     let m = Membership::from_conf(&cs);
                     self.raw.mut_store().record_conf(e.index, cs);
+                    self.note_removal(&cc);
                     Ok(m)
                 }
                 Err(err) => Err(err.to_string()),
             }
         };
         ConfChangeOutcome { changes, context, result }
+    }
+
+    /// Notes whether an applied change removed this member.
+    fn note_removal(&mut self, cc: &ConfChangeV2) {
+        let removes_me =
+            cc.changes.iter().any(|c| c.node_id == self.id.get() && c.get_change_type() == ConfChangeType::RemoveNode);
+        if removes_me && self.raw.raft.prs().get(self.id.get()).is_none() {
+            self.removed = true;
+        }
+    }
+
+    /// Whether a committed conf change removed this member: it must stop
+    /// (etcd: "the member has been permanently removed from the cluster").
+    /// Every input is refused from then on and `ready()` has nothing.
+    pub fn is_removed(&self) -> bool {
+        self.removed
     }
 
     fn encode_all(&mut self, msgs: Vec<raft::eraftpb::Message>) -> Vec<Outbound> {

@@ -27,7 +27,9 @@
 //!
 //! A failure prints the seed; `RAFT_SIM_SEED=n [RAFT_SIM_NODES=5] cargo
 //! test --lib raft::sim::replay` runs it again, exactly. `RAFT_SIM_SEEDS`
-//! (count) and `RAFT_SIM_TICKS` widen the sweep.
+//! (count), `RAFT_SIM_FIRST` (first seed) and `RAFT_SIM_TICKS` widen the
+//! sweep; `RAFT_SIM_LOG=1` sends raft-rs's log lines to stderr. A third sweep starts with learners and promotes and demotes
+//! members (single changes and joint configurations) under the same faults.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -235,7 +237,13 @@ struct Oracle {
     /// Every checkpoint ever taken, by index (identical on every member).
     checkpoints: BTreeMap<u64, Checkpoint>,
     reads_checked: u64,
+    /// A digest of every message sent and when: equal runs, equal traces.
+    trace: u64,
     snapshots_installed: u64,
+    /// Committed and applied membership changes (after the bootstrap).
+    conf_changes: u64,
+    /// Members removed for good (IDs are never reused, as in etcd).
+    removed: Vec<MemberId>,
     crashes: u64,
     elections: u64,
 }
@@ -253,26 +261,30 @@ struct Sim {
     next_request: u64,
     oracle: Oracle,
     quiet: bool,
+    /// Initial voters; the next member starts as a learner, any others
+    /// join later (etcd's `--initial-cluster-state existing`).
+    voters: usize,
 }
 
-fn digest(p: &Payload) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    };
-    match p {
-        Payload::Empty => eat(b"empty"),
-        Payload::Data(d) => eat(d),
-        Payload::ConfChange(o) => eat(format!("{o:?}").as_bytes()),
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
     }
     h
 }
 
+fn digest(p: &Payload) -> u64 {
+    let h = 0xcbf2_9ce4_8422_2325u64;
+    match p {
+        Payload::Empty => fnv(h, b"empty"),
+        Payload::Data(d) => fnv(h, d),
+        Payload::ConfChange(o) => fnv(h, format!("{o:?}").as_bytes()),
+    }
+}
+
 impl Sim {
-    fn new(seed: u64, n: usize) -> Sim {
+    fn new(seed: u64, n: usize, voters: usize) -> Sim {
         let mut rng = XorShift::new(seed);
         let faults = Faults::draw(&mut rng);
         let ids: Vec<MemberId> = (1..=n as u64).map(MemberId).collect();
@@ -293,7 +305,7 @@ impl Sim {
                 reads: BTreeMap::new(),
                 ready_reads: Vec::new(),
             };
-            start(&mut node, &ids, rng.next());
+            start(&mut node, &ids, voters, rng.next());
             nodes.push(node);
         }
         Sim {
@@ -308,6 +320,7 @@ impl Sim {
             next_request: 1,
             oracle: Oracle::default(),
             quiet: false,
+            voters,
         }
     }
 
@@ -362,10 +375,59 @@ impl Sim {
             self.heal_at = 0;
         }
         if self.chance(3) {
-            self.compact(i);
+            self.compact(i, self.faults.compact_gap);
         }
         if self.chance(2) {
             self.transfer(i);
+        }
+        if self.voters < self.nodes.len() && self.chance(10) {
+            self.change_membership(i);
+        }
+    }
+
+    /// On the leader: adds a non-member as a learner, promotes or removes
+    /// a learner, demotes a voter (keeping at least the initial number of
+    /// voters), one at a time or two at once (a joint change).
+    fn change_membership(&mut self, i: usize) {
+        let ids = self.ids();
+        let a = ids[self.rng.below(ids.len() as u64) as usize];
+        let b = ids[self.rng.below(ids.len() as u64) as usize];
+        let both = self.rng.below(3) == 0;
+        let remove = self.rng.below(3) == 0;
+        let min_voters = self.voters;
+        if self.oracle.removed.contains(&a) || self.oracle.removed.contains(&b) {
+            return;
+        }
+        let Some(core) = self.nodes[i].core.as_mut() else { return };
+        if core.role() != Role::Leader {
+            return;
+        }
+        let m = core.membership();
+        let flip = |id: MemberId| {
+            // Voters are demoted, non-members join as learners.
+            let kind = if m.voters.contains(&id) || !m.learners.contains(&id) {
+                ChangeKind::AddLearner
+            } else if remove {
+                ChangeKind::Remove
+            } else {
+                ChangeKind::AddVoter
+            };
+            MemberChange { kind, member: id }
+        };
+        let mut changes = vec![flip(a)];
+        if both && a != b {
+            changes.push(flip(b));
+        }
+        let demoted =
+            changes.iter().filter(|c| c.kind == ChangeKind::AddLearner && m.voters.contains(&c.member)).count();
+        let promoted = changes.iter().filter(|c| c.kind == ChangeKind::AddVoter).count();
+        if m.voters.len() + promoted < min_voters + demoted {
+            return;
+        }
+        match core.propose_conf_change(&changes, b"attrs") {
+            Ok(()) | Err(ProposeError::ConfChangePending) | Err(ProposeError::BadConfChange(_)) => {}
+            Err(ProposeError::TransferInProgress) | Err(ProposeError::Removed) => {}
+            Err(e) => panic!("unexpected conf change error: {e}"),
         }
     }
 
@@ -424,20 +486,21 @@ impl Sim {
         }
         let ids = self.ids();
         let seed = self.rng.next();
+        let voters = self.voters;
         let node = &mut self.nodes[i];
         node.shard = match &node.checkpoint {
             Some(c) => Shard::from_checkpoint(c),
             None => Shard::empty(),
         };
-        start(node, &ids, seed);
+        start(node, &ids, voters, seed);
     }
 
-    fn compact(&mut self, i: usize) {
-        let gap = self.faults.compact_gap;
+    fn compact(&mut self, i: usize, gap: u64) {
         let node = &mut self.nodes[i];
         let Some(core) = node.core.as_mut() else { return };
         let base = node.checkpoint.as_ref().map_or(0, |c| c.index);
-        if node.shard.applied < base + gap {
+        if node.shard.applied < base + gap || node.shard.applied <= core.compacted_index().get() {
+            // Too soon, or a snapshot being installed is ahead of the shard.
             return;
         }
         let cp = node.shard.checkpoint();
@@ -488,7 +551,10 @@ impl Sim {
         let data = encode_batch(&Batch { items });
         if let Some(core) = self.nodes[i].core.as_mut() {
             match core.propose(&data) {
-                Ok(()) | Err(ProposeError::NotLeader { .. }) | Err(ProposeError::TransferInProgress) => {}
+                Ok(())
+                | Err(ProposeError::NotLeader { .. })
+                | Err(ProposeError::TransferInProgress)
+                | Err(ProposeError::Removed) => {}
                 Err(e) => panic!("unexpected proposal error: {e}"),
             }
         }
@@ -523,10 +589,17 @@ impl Sim {
             let cut = self.side[m.from] != self.side[m.to];
             let lost = cut || self.nodes[m.to].core.is_none();
             if !lost {
+                let sender = self.nodes[m.from].id;
                 if let Some(core) = self.nodes[m.to].core.as_mut() {
-                    match core.step(&m.bytes) {
-                        Ok(()) | Err(StepError::UnknownPeer(_)) | Err(StepError::Refused(_)) => {}
-                        Err(e) => panic!("a member refused bytes another member sent: {e}"),
+                    match core.step(sender, &m.bytes) {
+                        Ok(())
+                        | Err(StepError::UnknownPeer(_))
+                        | Err(StepError::Refused(_))
+                        | Err(StepError::Removed) => {}
+                        Err(e) => {
+                            let msg = <raft::eraftpb::Message as protobuf::Message>::parse_from_bytes(&m.bytes);
+                            panic!("a member refused bytes another member sent: {e}: {msg:?}")
+                        }
                     }
                 }
             }
@@ -552,6 +625,7 @@ impl Sim {
                 continue;
             }
             let copies = if !self.quiet && self.chance(self.faults.dup_per_mille) { 2 } else { 1 };
+            self.oracle.trace = fnv(self.oracle.trace, &m.bytes) ^ self.now;
             for _ in 0..copies {
                 let at = self.now + 1 + self.rng.below(self.faults.delay_max_ms);
                 self.msg_seq += 1;
@@ -601,6 +675,9 @@ impl Sim {
     }
 
     fn handle(&mut self, i: usize, rd: Ready) {
+        if rd.checkpoint_wanted {
+            self.compact(i, 0);
+        }
         if let Some(ss) = rd.soft_state {
             if ss.role == Role::Leader {
                 self.oracle.elections += 1;
@@ -644,6 +721,14 @@ impl Sim {
             ),
             None => {
                 self.oracle.log.insert(index, (c.term.get(), d));
+                let bootstrap = index <= self.nodes.len() as u64;
+                if let Payload::ConfChange(o) = &c.payload {
+                    if o.result.is_ok() && !bootstrap {
+                        self.oracle.conf_changes += 1;
+                        let gone = o.changes.iter().filter(|c| c.kind == ChangeKind::Remove).map(|c| c.member);
+                        self.oracle.removed.extend(gone);
+                    }
+                }
             }
         }
         let node = &mut self.nodes[i];
@@ -726,9 +811,11 @@ impl Sim {
                 continue;
             };
             let target = index.max(self.oracle.acked_max);
-            if self.nodes.iter().all(|n| n.core.is_some() && n.shard.applied >= target) {
-                let hashes: Vec<u64> = self.nodes.iter().map(|n| n.shard.hash()).collect();
-                let applied: Vec<u64> = self.nodes.iter().map(|n| n.shard.applied).collect();
+            let Some(members) = self.final_members() else { continue };
+            let members: Vec<&Node> = self.nodes.iter().filter(|n| members.contains(n.id)).collect();
+            if members.iter().all(|n| n.core.is_some() && n.shard.applied >= target) {
+                let hashes: Vec<u64> = members.iter().map(|n| n.shard.hash()).collect();
+                let applied: Vec<u64> = members.iter().map(|n| n.shard.applied).collect();
                 if applied.iter().all(|a| *a == applied[0]) {
                     assert!(hashes.iter().all(|h| *h == hashes[0]), "stores differ at index {}", applied[0]);
                 }
@@ -742,8 +829,19 @@ impl Sim {
         );
     }
 
+    /// The configuration the leader has, if there is a leader.
+    fn final_members(&self) -> Option<Membership> {
+        let leader =
+            self.nodes.iter().find_map(|n| n.core.as_ref().filter(|c| c.role() == Role::Leader && !c.is_removed()))?;
+        Some(leader.membership())
+    }
+
     fn client_write_to_leader(&mut self) {
-        let Some(i) = self.nodes.iter().position(|n| n.core.as_ref().is_some_and(|c| c.role() == Role::Leader)) else {
+        let Some(i) = self
+            .nodes
+            .iter()
+            .position(|n| n.core.as_ref().is_some_and(|c| c.role() == Role::Leader && !c.is_removed()))
+        else {
             return;
         };
         let seq = self.next_request;
@@ -762,10 +860,15 @@ impl Sim {
 }
 
 /// (Re)starts a member from its durable state.
-fn start(node: &mut Node, ids: &[MemberId], seed: u64) {
-    let mut cfg = RaftConfig::new(node.id, ids.to_vec());
+fn start(node: &mut Node, ids: &[MemberId], voters: usize, seed: u64) {
+    let mut cfg = RaftConfig::new(node.id, ids[..voters].to_vec());
+    cfg.learners = ids[voters..(voters + 1).min(ids.len())].to_vec();
+    cfg.join_existing = ids.get(voters + 1..).is_some_and(|joiners| joiners.contains(&node.id));
     cfg.seed = seed;
     cfg.max_msg_bytes = 64 << 10;
+    if std::env::var_os("RAFT_SIM_LOG").is_some() {
+        cfg.logging = RaftLogging::CrateLog;
+    }
     let boot = Boot {
         hard_state: node.durable.hard_state,
         entries: node.durable.entries.clone(),
@@ -781,44 +884,52 @@ fn start(node: &mut Node, ids: &[MemberId], seed: u64) {
 struct SeedGuard {
     seed: u64,
     nodes: usize,
+    voters: usize,
 }
 
 impl Drop for SeedGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "raft simulator failed: replay with RAFT_SIM_SEED={} RAFT_SIM_NODES={} cargo test --lib raft::sim::replay",
-                self.seed, self.nodes
+                "raft simulator failed: replay with RAFT_SIM_SEED={} RAFT_SIM_NODES={} RAFT_SIM_VOTERS={} \
+                 cargo test --lib raft::sim::replay",
+                self.seed, self.nodes, self.voters
             );
         }
     }
 }
 
 /// What one run saw, for the sweep's summary.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Summary {
+    trace: u64,
     acked: u64,
     applied: u64,
     elections: u64,
     crashes: u64,
     snapshots: u64,
     reads: u64,
+    conf_changes: u64,
+    removed: u64,
 }
 
-fn run(seed: u64, nodes: usize, ticks: u64) -> Summary {
-    let _guard = SeedGuard { seed, nodes };
-    let mut sim = Sim::new(seed, nodes);
+fn run(seed: u64, nodes: usize, voters: usize, ticks: u64) -> Summary {
+    let _guard = SeedGuard { seed, nodes, voters };
+    let mut sim = Sim::new(seed, nodes, voters);
     while sim.now < ticks * TICK_MS {
         sim.step();
     }
     sim.settle();
     Summary {
+        trace: sim.oracle.trace,
         acked: sim.oracle.acked.len() as u64,
         applied: sim.nodes.iter().map(|n| n.shard.applied).min().unwrap_or(0),
         elections: sim.oracle.elections,
         crashes: sim.oracle.crashes,
         snapshots: sim.oracle.snapshots_installed,
         reads: sim.oracle.reads_checked,
+        conf_changes: sim.oracle.conf_changes,
+        removed: sim.oracle.removed.len() as u64,
     }
 }
 
@@ -826,39 +937,66 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn sweep(nodes: usize, default_seeds: u64) {
+fn sweep(nodes: usize, voters: usize, default_seeds: u64) {
     let seeds = env_u64("RAFT_SIM_SEEDS", default_seeds);
     let first = env_u64("RAFT_SIM_FIRST", 0);
     let ticks = env_u64("RAFT_SIM_TICKS", 2000);
     let mut total = Summary::default();
     for seed in first..first + seeds {
-        let s = run(seed, nodes, ticks);
+        let s = run(seed, nodes, voters, ticks);
+        total.trace ^= s.trace;
         total.acked += s.acked;
         total.applied += s.applied;
         total.elections += s.elections;
         total.crashes += s.crashes;
         total.snapshots += s.snapshots;
         total.reads += s.reads;
+        total.conf_changes += s.conf_changes;
+        total.removed += s.removed;
     }
-    eprintln!("raft sim, {nodes} members, seeds {first}..{}, {ticks} ticks each: {total:?}", first + seeds);
+    eprintln!(
+        "raft sim, {nodes} members ({voters} voters at first), seeds {first}..{}, {ticks} ticks each: {total:?}",
+        first + seeds
+    );
     assert!(total.acked > 0 && total.elections > 0, "the sweep did nothing: {total:?}");
 }
 
 #[test]
 fn three_members_survive_faults_for_many_seeds() {
-    sweep(3, 25);
+    sweep(3, 3, 50);
 }
 
 #[test]
 fn five_members_survive_faults_for_many_seeds() {
-    sweep(5, 25);
+    sweep(5, 5, 30);
 }
 
-/// Replays one seed: `RAFT_SIM_SEED=n [RAFT_SIM_NODES=3] [RAFT_SIM_TICKS=2000]`.
+/// Three voters, a learner and a member that joins later: added,
+/// promoted, demoted and removed (one at a time or through a joint
+/// configuration) while the faults go on.
+#[test]
+fn membership_changes_survive_faults_for_many_seeds() {
+    sweep(5, 3, 20);
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    for nodes in [3, 5] {
+        let a = run(42, nodes, 3, 600);
+        let b = run(42, nodes, 3, 600);
+        assert_eq!(a, b, "two runs of one seed diverged");
+        assert_ne!(run(43, nodes, 3, 600).trace, a.trace);
+    }
+}
+
+/// Replays one seed: `RAFT_SIM_SEED=n [RAFT_SIM_NODES=3]
+/// [RAFT_SIM_VOTERS=nodes] [RAFT_SIM_TICKS=2000]`.
 #[test]
 fn replay() {
     let Ok(seed) = std::env::var("RAFT_SIM_SEED") else { return };
     let seed = seed.parse().expect("RAFT_SIM_SEED is a number");
-    let s = run(seed, env_u64("RAFT_SIM_NODES", 3) as usize, env_u64("RAFT_SIM_TICKS", 2000));
+    let nodes = env_u64("RAFT_SIM_NODES", 3) as usize;
+    let voters = env_u64("RAFT_SIM_VOTERS", nodes as u64) as usize;
+    let s = run(seed, nodes, voters, env_u64("RAFT_SIM_TICKS", 2000));
     eprintln!("seed {seed}: {s:?}");
 }

@@ -13,6 +13,8 @@
 //! `StorageError`s. Mutations refuse (with `LogError`) what would leave a gap
 //! or rewrite compacted entries.
 
+use std::cell::Cell;
+
 use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
@@ -61,6 +63,9 @@ pub struct LogStore {
     /// The configuration in force from each index on: ascending, and the
     /// first element describes the compaction point (or earlier).
     conf_history: Vec<(u64, ConfState)>,
+    /// raft-rs asked for a snapshot that the compaction point cannot give
+    /// (it predates the member it is for): a fresh checkpoint is wanted.
+    wanted: Cell<bool>,
 }
 
 impl LogStore {
@@ -79,6 +84,7 @@ impl LogStore {
             snap_meta,
             snap_data,
             entries: Vec::new(),
+            wanted: Cell::new(false),
         };
         log.append(&entries)?;
         Ok(log)
@@ -102,6 +108,12 @@ impl LogStore {
     /// The descriptor of the compaction point's checkpoint.
     pub fn snapshot_data(&self) -> Bytes {
         self.snap_data.clone()
+    }
+
+    /// Whether raft-rs wanted a snapshot newer than the compaction point
+    /// since the last call (and clears the flag).
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.wanted.replace(false)
     }
 
     /// The hard state last set.
@@ -170,10 +182,11 @@ impl LogStore {
 
     /// Drops the entries up to and including `index`, which becomes the
     /// compaction point, described by `data` (the shards' checkpoint).
-    /// `index` must be in the log and at or above the current point.
+    /// `index` must be in the log; below the current point it is a no-op.
     pub fn compact_to(&mut self, index: u64, data: Bytes) -> Result<(), LogError> {
         if index < self.snap_meta.index {
-            return Err(LogError::BadCompaction { index, why: "below the current compaction point" });
+            // Already compacted further (a snapshot arrived meanwhile).
+            return Ok(());
         }
         if index > self.last() {
             return Err(LogError::BadCompaction { index, why: "beyond the last index" });
@@ -186,6 +199,7 @@ impl LogStore {
         let cut = (index - self.snap_meta.index) as usize;
         self.entries.drain(..cut);
         let conf = self.conf_at(index);
+        self.wanted.set(false);
         self.conf_history.retain(|(i, _)| *i > index);
         self.conf_history.insert(0, (index, conf.clone()));
         let mut meta = SnapshotMetadata::default();
@@ -273,10 +287,16 @@ impl Storage for LogStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // No compaction point yet, or an older one than asked for: the
-        // shards' next checkpoint (and `compact_to`) will provide one.
-        if self.snap_meta.index == 0 || self.snap_meta.index < request_index {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // No compaction point yet, an older one than asked for, or one from
+        // before `to` joined (it would refuse a configuration without
+        // itself): the shards' next checkpoint, handed to `compact_to`,
+        // will do. Until then raft-rs retries.
+        let cs = self.snap_meta.get_conf_state();
+        let knows_to =
+            [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next].iter().any(|v| v.contains(&to));
+        if self.snap_meta.index == 0 || self.snap_meta.index < request_index || !knows_to {
+            self.wanted.set(true);
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         let mut snap = Snapshot::default();

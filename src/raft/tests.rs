@@ -66,7 +66,9 @@ fn a_single_member_cluster_bootstraps_elects_itself_and_commits() {
     let mut core = RaftCore::new(cfg(1, &[1]), Boot::default()).expect("new");
     let seen = elect_single(&mut core, &mut disk);
     // Entry 1 is the bootstrap conf change, entry 2 the leader's no-op.
-    assert!(matches!(&seen[0].payload, Payload::ConfChange(o) if o.result.as_ref().is_ok_and(|m| m.voters == vec![MemberId(1)])));
+    assert!(
+        matches!(&seen[0].payload, Payload::ConfChange(o) if o.result.as_ref().is_ok_and(|m| m.voters == vec![MemberId(1)]))
+    );
     core.propose(b"hello").expect("propose");
     let seen = drain(&mut core, &mut disk);
     let last = seen.last().expect("committed");
@@ -145,28 +147,31 @@ fn malformed_or_refused_bytes_are_errors() {
     // A group (wire type 3) in field 20: RUSTSEC-2024-0437's trigger.
     let mut grouped = good.clone();
     grouped.extend_from_slice(&[(20 << 3 | 3) as u8, 0x01]);
-    assert!(matches!(core.step(&grouped), Err(StepError::Wire(WireError::Malformed(_)))));
+    assert!(matches!(core.step(MemberId(2), &grouped), Err(StepError::Wire(WireError::Malformed(_)))));
     // Deeply nested groups are refused before protobuf sees them.
-    let deep: Vec<u8> = std::iter::repeat([0x0b_u8]).take(100_000).flatten().collect();
-    assert!(core.step(&deep).is_err());
-    assert!(core.step(&good[..good.len() - 3]).is_err());
-    assert!(core.step(&[0xff; 11]).is_err());
+    let deep: Vec<u8> = [0x0b_u8; 100_000].to_vec();
+    assert!(core.step(MemberId(2), &deep).is_err());
+    assert!(core.step(MemberId(2), &good[..good.len() - 3]).is_err());
+    assert!(core.step(MemberId(2), &[0xff; 11]).is_err());
     // Decodes, but is not for us / not from a peer / inconsistent.
     let for_other = append_msg(3, 2).write_to_bytes().expect("encode");
-    assert!(matches!(core.step(&for_other), Err(StepError::Wire(WireError::Refused(_)))));
+    assert!(matches!(core.step(MemberId(2), &for_other), Err(StepError::Wire(WireError::Refused(_)))));
     let mut hup = append_msg(1, 2);
     hup.set_msg_type(MessageType::MsgHup);
-    assert!(core.step(&hup.write_to_bytes().expect("encode")).is_err());
+    assert!(core.step(MemberId(2), &hup.write_to_bytes().expect("encode")).is_err());
     let mut prop = append_msg(1, 2);
     prop.set_msg_type(MessageType::MsgPropose);
-    assert!(core.step(&prop.write_to_bytes().expect("encode")).is_err());
+    assert!(core.step(MemberId(2), &prop.write_to_bytes().expect("encode")).is_err());
     let mut gap = append_msg(1, 2);
     gap.entries[0].index = 9;
-    assert!(core.step(&gap.write_to_bytes().expect("encode")).is_err());
+    assert!(core.step(MemberId(2), &gap.write_to_bytes().expect("encode")).is_err());
+    // A peer cannot speak for another.
+    let forged = append_msg(1, 3).write_to_bytes().expect("encode");
+    assert!(matches!(core.step(MemberId(2), &forged), Err(StepError::Wire(WireError::Refused(_)))));
     let mut empty_read = append_msg(1, 2);
     empty_read.set_msg_type(MessageType::MsgReadIndex);
     empty_read.entries.clear();
-    assert!(core.step(&empty_read.write_to_bytes().expect("encode")).is_err());
+    assert!(core.step(MemberId(2), &empty_read.write_to_bytes().expect("encode")).is_err());
 }
 
 #[test]
@@ -191,7 +196,7 @@ fn random_and_mangled_bytes_never_panic() {
             }
             _ => bytes = (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
         }
-        let _ = core.step(&bytes);
+        let _ = core.step(MemberId(2 + round % 2), &bytes);
         let mut disk = Disk::default();
         drain(&mut core, &mut disk);
     }

@@ -143,12 +143,12 @@ pub fn check_wire(bytes: &[u8]) -> Result<(), WireError> {
     walk(bytes, Schema::Message)
 }
 
-/// Decodes a message from peer bytes, for member `me`: [`check_wire`], then
-/// protobuf, then [`check_message`].
-pub fn decode(bytes: &[u8], me: u64) -> Result<Message, WireError> {
+/// Decodes a message that peer `sender` sent to member `me`:
+/// [`check_wire`], then protobuf, then [`check_message`].
+pub fn decode(bytes: &[u8], me: u64, sender: u64) -> Result<Message, WireError> {
     check_wire(bytes)?;
     let msg = Message::parse_from_bytes(bytes).map_err(|e| malformed(e.to_string()))?;
-    check_message(&msg, me)?;
+    check_message(&msg, me, sender)?;
     Ok(msg)
 }
 
@@ -180,9 +180,9 @@ fn allowed_from_peer(t: MessageType) -> bool {
     )
 }
 
-/// Checks a decoded message for what must never come from a peer. See the
-/// module documentation.
-pub fn check_message(m: &Message, me: u64) -> Result<(), WireError> {
+/// Checks a decoded message that peer `sender` sent to member `me` for
+/// what must never come from a peer. See the module documentation.
+pub fn check_message(m: &Message, me: u64, sender: u64) -> Result<(), WireError> {
     let t = m.get_msg_type();
     if !allowed_from_peer(t) {
         return Err(refused(format!("{t:?} may not come from a peer")));
@@ -190,8 +190,12 @@ pub fn check_message(m: &Message, me: u64) -> Result<(), WireError> {
     if m.to != me {
         return Err(refused(format!("addressed to {}, this member is {me}", m.to)));
     }
-    if m.from == 0 || m.from == me {
-        return Err(refused(format!("bad sender {}", m.from)));
+    // A forwarded read-index or transfer request keeps its originator in
+    // `from` (possibly this member, bounced back by a member that thinks we
+    // lead); everything else names its sender.
+    let forwarded = matches!(t, MessageType::MsgReadIndex | MessageType::MsgTransferLeader);
+    if m.from == 0 || (!forwarded && m.from != sender) || sender == me {
+        return Err(refused(format!("sender {sender} sent a {t:?} from {}", m.from)));
     }
     if m.term == 0 && t != MessageType::MsgReadIndex {
         return Err(refused(format!("{t:?} without a term")));
@@ -240,7 +244,10 @@ fn check_entries(m: &Message, t: MessageType) -> Result<(), WireError> {
             return Err(refused(format!("entry index {} where {want} was due", e.index)));
         }
         if e.term < prev_term || e.term > m.term || e.term == 0 {
-            return Err(refused(format!("entry {} has term {} (previous {prev_term}, message {})", e.index, e.term, m.term)));
+            return Err(refused(format!(
+                "entry {} has term {} (previous {prev_term}, message {})",
+                e.index, e.term, m.term
+            )));
         }
         prev_term = e.term;
         want = want.checked_add(1).ok_or_else(|| refused("index overflow"))?;
