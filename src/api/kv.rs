@@ -31,7 +31,7 @@ pub fn apply_error(e: ApplyError) -> Status {
         ApplyError::KeyNotFound => Code::InvalidArgument,
         ApplyError::LeaseNotFound => Code::NotFound,
         ApplyError::Compacted | ApplyError::FutureRev => Code::OutOfRange,
-        ApplyError::Stopped => Code::Unavailable,
+        ApplyError::Stopped | ApplyError::NoLeader | ApplyError::Timeout => Code::Unavailable,
         ApplyError::LeaseExists => Code::FailedPrecondition,
     };
     Status::new(code, e.to_string())

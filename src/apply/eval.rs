@@ -50,6 +50,12 @@ pub enum ApplyError {
     /// A lease grant names an ID that is taken.
     #[error("etcdserver: lease already exists")]
     LeaseExists,
+    /// No leader is known, so nothing can be proposed or read.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The request's outcome did not arrive in time (it may still apply).
+    #[error("etcdserver: request timed out")]
+    Timeout,
 }
 
 /// The revision of a version: known, or that of a command earlier in the

@@ -11,7 +11,7 @@
 //! A setting at its default value never matches a row.
 
 use super::flags::{Note, Settings, Value};
-use super::{parse_retention, split_initial_cluster};
+use super::parse_retention;
 use crate::log::Level;
 
 /// One row: a flag, why it cannot be honoured, and when the row applies.
@@ -34,7 +34,6 @@ const PEER_TLS: &str = "peer TLS is not supported yet";
 const PEER_HTTPS: &str = "https:// URLs need peer TLS, which is not supported yet";
 const TLS: &str = "TLS is not supported yet";
 const UNIX: &str = "unix socket URLs are not supported yet";
-const RAFT: &str = "a cluster of more than one member needs Raft, which is not built yet";
 const JOIN: &str = "joining an existing cluster needs Raft, which is not built yet";
 const DISCOVERY: &str = "discovery is not supported yet";
 const V2: &str = "the etcd v2 API is not supported";
@@ -80,7 +79,6 @@ pub(super) const UNSUPPORTED: &[Gap] = &[
     row("listen-metrics-urls", non_empty, "a separate metrics listener is not supported yet"),
     row("cors", restricts, "CORS restrictions are not supported yet"),
     row("host-whitelist", restricts, "Host header restrictions are not supported yet"),
-    row("initial-cluster", several_members, RAFT),
     row("initial-cluster-state", not_default, JOIN),
     row("discovery", non_empty, DISCOVERY),
     row("discovery-proxy", non_empty, DISCOVERY),
@@ -167,13 +165,6 @@ fn restricts(s: &Settings, flag: &str) -> bool {
 
 fn to_journal(s: &Settings, flag: &str) -> bool {
     s.list(flag).iter().any(|v| v == "systemd/journal")
-}
-
-fn several_members(s: &Settings, flag: &str) -> bool {
-    let mut names: Vec<&str> = split_initial_cluster(s.str(flag)).into_iter().map(|(name, _)| name).collect();
-    names.sort_unstable();
-    names.dedup();
-    names.len() > 1
 }
 
 fn retention_set(s: &Settings, flag: &str) -> bool {

@@ -49,6 +49,8 @@ pub(super) struct Local {
     /// This reactor's watches.
     pub(super) hub: RefCell<Hub>,
     pub(super) watch: super::watches::WatchState,
+    /// The consensus loop (reactor 0 only).
+    consensus: RefCell<Option<Rc<super::consensus::Consensus>>>,
 }
 
 /// A reactor's handle on the node; cheap to clone.
@@ -88,6 +90,7 @@ impl NodeHandle {
             lessor,
             hub,
             watch: Default::default(),
+            consensus: RefCell::new(None),
         }))
     }
 
@@ -163,6 +166,13 @@ impl NodeHandle {
             Msg::Serve(index) => l.shard.serve_from(index),
             Msg::Remap(m) => l.shard.enqueue_remap(m),
             Msg::Transfer { version, histories } => l.shard.add_transfer(version, histories),
+            Msg::Ask { seq, from, q: Query::ReadIndex } => {
+                let this = self.clone();
+                monoio::spawn(async move {
+                    let a = Answer::ReadIndex(this.read_index_here().await);
+                    this.send(from, Msg::Answer { seq, a });
+                });
+            }
             Msg::Ask { seq, from, q } => {
                 let a = self.answer(from, q);
                 self.send(from, Msg::Answer { seq, a });
@@ -203,7 +213,14 @@ impl NodeHandle {
         self.send(SEQUENCER, Msg::Propose(Item { origin, cmd }));
         // Dropping this future (the client went away) leaves the entry to
         // be removed when the reply arrives.
-        rx.await.unwrap_or(Outcome { revision: 0, result: Err(ApplyError::Stopped) })
+        match monoio::time::timeout(self.0.shared.request_timeout, rx).await {
+            Ok(Some(o)) => o,
+            Ok(None) => Outcome { revision: 0, result: Err(ApplyError::Stopped) },
+            Err(_) => {
+                self.0.writes.borrow_mut().remove(&seq);
+                Outcome { revision: 0, result: Err(ApplyError::Timeout) }
+            }
+        }
     }
 
     async fn read_shard(&self, shard: ShardId, req: ReadReq) -> ReadReply {
@@ -220,6 +237,9 @@ impl NodeHandle {
     /// Asks reactor `to` a question (answered at once if it is this one).
     pub(super) async fn ask(&self, to: ReactorId, q: Query) -> Option<Answer> {
         if to == self.0.me {
+            if let Query::ReadIndex = q {
+                return Some(Answer::ReadIndex(self.read_index_here().await));
+            }
             return Some(self.answer(to, q));
         }
         let seq = self.next_seq();
@@ -252,6 +272,70 @@ impl NodeHandle {
             Query::LeaseKeys { id } => {
                 Answer::Keys(crate::apply::LeaseState::attached(&l.shard.state.borrow().leases, id))
             }
+            // Answered asynchronously (`deliver`, `ask`), never here.
+            Query::ReadIndex => Answer::ReadIndex(Err(ApplyError::Stopped)),
+        }
+    }
+
+    pub(super) fn set_consensus(&self, c: Rc<super::consensus::Consensus>) {
+        *self.0.consensus.borrow_mut() = Some(c);
+    }
+
+    /// This member and boot, as command origins carry them.
+    pub(super) fn origin_filter(&self) -> (u64, u32) {
+        (self.0.shared.member.get(), self.0.shared.boot)
+    }
+
+    /// Raft's leader or role changed.
+    pub(super) fn on_leadership(&self, leader: Option<crate::types::MemberId>, is_leader: bool) {
+        let st = &self.0.shared.stats;
+        st.leader.store(leader.map_or(0, |m| m.get()), Ordering::Relaxed);
+        crate::log_info!("raft leader changed", "leader" => leader.map_or(0, |m| m.get()), "this-member-leads" => is_leader);
+        if is_leader {
+            // etcd extends every lease by its TTL when a member becomes
+            // leader: nobody could keep them alive meanwhile.
+            if let Some(lessor) = &self.0.lessor {
+                lessor.borrow_mut().promote(std::time::Instant::now());
+            }
+        }
+    }
+
+    /// Raft's term and last log index, for headers and Status.
+    pub(super) fn on_raft_progress(&self, term: crate::types::Term, last: crate::types::RaftIndex) {
+        let st = &self.0.shared.stats;
+        st.term.store(term.get(), Ordering::Relaxed);
+        st.raft_index.store(last.get(), Ordering::Relaxed);
+    }
+
+    /// Whether this member leads (reactor 0 knows; others ask the stats).
+    pub(super) fn is_leader(&self) -> bool {
+        self.0.shared.stats.leader.load(Ordering::Relaxed) == self.0.shared.member.get()
+    }
+
+    /// A ReadIndex from the consensus loop; call on reactor 0.
+    async fn read_index_here(&self) -> Result<crate::types::RaftIndex, ApplyError> {
+        let rx = match &*self.0.consensus.borrow() {
+            Some(c) => c.read_index(),
+            None => return Err(ApplyError::NoLeader),
+        };
+        let timeout = self.0.shared.request_timeout;
+        match monoio::time::timeout(timeout, rx).await {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(ApplyError::Stopped),
+            Err(_) => Err(ApplyError::Timeout),
+        }
+    }
+
+    /// Whether reads need a ReadIndex round (a cluster of more than one
+    /// voter; a lone member is always the leader of its own term).
+    fn needs_read_index(&self) -> bool {
+        self.0.shared.initial_members.len() > 1
+    }
+
+    async fn read_index(&self) -> Result<crate::types::RaftIndex, ApplyError> {
+        match self.ask(SEQUENCER, Query::ReadIndex).await {
+            Some(Answer::ReadIndex(r)) => r,
+            _ => Err(ApplyError::Stopped),
         }
     }
 
@@ -290,22 +374,27 @@ impl NodeHandle {
         &self,
         shards: &[ShardId],
         r: &Range,
-        at_least: i64,
+        (at_least, min_index): (i64, crate::types::RaftIndex),
         linearizable: bool,
         map_version: u64,
     ) -> Vec<ReadReply> {
         let futures = shards.iter().map(|&s| {
             let mut req = ReadReq::of(r, self.next_seq(), self.0.me, linearizable, map_version);
             req.at_least = at_least;
+            req.min_index = min_index;
             self.read_shard(s, req)
         });
         futures_util::future::join_all(futures).await
     }
 
     async fn range_cmd(self, r: Range, linearizable: bool) -> Result<ReadResult, ApplyError> {
+        // In a cluster a linearizable read first learns the commit index
+        // from the leader (ReadIndex); the shards then wait to apply it.
+        let min_index =
+            if linearizable && self.needs_read_index() { self.read_index().await? } else { crate::types::RaftIndex(0) };
         let mut map = self.map();
         loop {
-            match self.range_with(&map, &r, linearizable).await {
+            match self.range_with(&map, &r, linearizable, min_index).await {
                 Err(ReadError::Moved(v)) => map = self.map_at_least(v.max(map.version() + 1)).await,
                 Err(ReadError::Apply(e)) => return Err(e),
                 Err(ReadError::Compacted(_)) => return Err(ApplyError::Compacted),
@@ -314,7 +403,13 @@ impl NodeHandle {
         }
     }
 
-    async fn range_with(&self, map: &RangeMap, r: &Range, linearizable: bool) -> Result<ReadResult, ReadError> {
+    async fn range_with(
+        &self,
+        map: &RangeMap,
+        r: &Range,
+        linearizable: bool,
+        min_index: crate::types::RaftIndex,
+    ) -> Result<ReadResult, ReadError> {
         let shape = Shape::of(r);
         let v = map.version();
         // An empty range still checks its revision: the local shard does
@@ -324,7 +419,7 @@ impl NodeHandle {
             .unwrap_or((self.0.me_shard(), self.0.me_shard()));
         let (first, last) = span;
         let shards: Vec<ShardId> = (first.0..=last.0).map(ShardId).collect();
-        let mut replies = self.read_all(&shards, r, 0, linearizable, v).await;
+        let mut replies = self.read_all(&shards, r, (0, min_index), linearizable, v).await;
         if let Some(e) = replies.iter().find_map(|x| x.result.as_ref().err()) {
             return Err(*e);
         }
@@ -335,7 +430,7 @@ impl NodeHandle {
             let behind: Vec<usize> = (0..replies.len()).filter(|&i| replies[i].applied_rev < revision).collect();
             if !behind.is_empty() {
                 let again: Vec<ShardId> = behind.iter().map(|&i| shards[i]).collect();
-                let redo = self.read_all(&again, r, revision, false, v).await;
+                let redo = self.read_all(&again, r, (revision, min_index), false, v).await;
                 for (i, reply) in behind.into_iter().zip(redo) {
                     replies[i] = reply;
                 }
@@ -378,7 +473,7 @@ impl Backend for NodeHandle {
             raft_index: st.raft_index.load(Ordering::Relaxed),
             raft_applied_index: applied,
             raft_term: st.term.load(Ordering::Relaxed),
-            leader: self.0.shared.member.get(),
+            leader: st.leader.load(Ordering::Relaxed),
         }
     }
 

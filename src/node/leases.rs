@@ -72,6 +72,10 @@ pub(super) async fn expiry_loop(node: NodeHandle) {
     let shared = &node.local().shared;
     loop {
         monoio::time::sleep(EXPIRY_CHECK).await;
+        // Only the leader decides expiry.
+        if !node.is_leader() {
+            continue;
+        }
         let expired = lessor.borrow_mut().take_expired(Instant::now(), REVOKES_PER_CHECK);
         for id in expired {
             // Nobody waits for the outcome: request number 0 is never

@@ -8,6 +8,7 @@
 //! once its shard has applied everything recovery queued.
 
 mod balance;
+mod consensus;
 mod handle;
 mod leases;
 mod msg;
@@ -19,7 +20,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,13 +30,14 @@ use crate::api::grpc::{serve_connection, ServerLimits};
 use crate::api::kv::Limits;
 use crate::api::service::GRPC_OVERHEAD_BYTES;
 use crate::api::EtcdService;
-use crate::apply::command::aligned_copy;
 use crate::apply::RangeMap;
 use crate::config::Config;
+use crate::raft::{Boot, RaftConfig, RaftCore, RaftLogging};
 use crate::runtime::{self, Inbox, Mesh, Outbox};
-use crate::types::{ClusterId, MemberId, RaftIndex, ReactorId, ShardId, Term};
+use crate::types::{ClusterId, MemberId, ReactorId, ShardId};
 use crate::wal::{Wal, WalOptions};
-use msg::{Committed, Msg};
+use consensus::Consensus;
+use msg::Msg;
 use shard::{fatal, Shard};
 
 /// Cap on concurrent streams per client connection.
@@ -55,6 +57,8 @@ pub struct Stats {
     map_versions: Vec<AtomicU64>,
     raft_index: AtomicU64,
     term: AtomicU64,
+    /// The leader's member ID; 0 when none is known.
+    leader: AtomicU64,
 }
 
 impl Stats {
@@ -67,6 +71,7 @@ impl Stats {
             map_versions: (0..n).map(|_| AtomicU64::new(0)).collect(),
             raft_index: AtomicU64::new(0),
             term: AtomicU64::new(1),
+            leader: AtomicU64::new(0),
         }
     }
 }
@@ -91,6 +96,20 @@ pub struct Shared {
     min_lease_ttl: i64,
     /// `--experimental-watch-progress-notify-interval`.
     progress_interval: Duration,
+    /// `--heartbeat-interval`: one Raft tick.
+    heartbeat: Duration,
+    /// `--election-timeout`.
+    election_timeout: Duration,
+    /// etcd's request timeout: 5 s plus two election timeouts.
+    request_timeout: Duration,
+    /// Every initial member: ID and peer addresses (this one included).
+    initial_members: Vec<(MemberId, Vec<SocketAddr>)>,
+    /// Where this member's peer transport listens (UDP).
+    peer_listen: Option<SocketAddr>,
+    /// `--initial-cluster-token`.
+    cluster_token: String,
+    /// `--initial-election-tick-advance`.
+    tick_advance: bool,
 }
 
 /// Why the node could not start.
@@ -144,6 +163,22 @@ fn probe(addr: SocketAddr) -> Result<(), StartError> {
     }
 }
 
+/// Every member of `--initial-cluster` with its ID and peer addresses.
+fn initial_members(config: &Config) -> Result<Vec<(MemberId, Vec<SocketAddr>)>, StartError> {
+    let ids = config.initial_member_ids();
+    let mut out = Vec::new();
+    for m in &config.initial_cluster {
+        let id = ids.iter().find(|(n, _)| *n == m.name).map(|(_, id)| *id);
+        let Some(id) = id else { return Err(StartError::Resolve(format!("member {} of --initial-cluster", m.name))) };
+        let mut addrs = Vec::new();
+        for u in &m.peer_urls {
+            addrs.extend(u.socket_addrs().map_err(|_| StartError::Resolve(u.as_str().to_string()))?);
+        }
+        out.push((id, addrs));
+    }
+    Ok(out)
+}
+
 /// Starts the node described by `config` and runs it until the process
 /// ends.
 pub fn run(config: &Config) -> Result<(), StartError> {
@@ -182,6 +217,13 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         name: config.name.clone(),
         min_lease_ttl: crate::lease::Lessor::min_ttl_for(config.election_timeout, config.heartbeat_interval),
         progress_interval: config.watch_progress_notify_interval,
+        heartbeat: config.heartbeat_interval,
+        election_timeout: config.election_timeout,
+        request_timeout: Duration::from_secs(5) + 2 * config.election_timeout,
+        initial_members: initial_members(config)?,
+        peer_listen: config.listen_peer_urls.iter().find_map(|u| u.socket_addrs().ok()?.into_iter().next()),
+        cluster_token: config.initial_cluster_token.clone(),
+        tick_advance: config.initial_election_tick_advance,
     });
     crate::log_info!(
         "starting corekv",
@@ -251,8 +293,9 @@ async fn reactor_main(id: ReactorId, shared: Arc<Shared>) {
     std::future::pending::<()>().await;
 }
 
-/// Opens the WAL, queues what it recovered for every shard, then runs the
-/// sequencer. Runs on reactor 0 before it serves.
+/// Opens the WAL, starts Raft on what it recovered (and the peer
+/// transport when there are other members), then runs the consensus loop.
+/// Runs on reactor 0 before it serves.
 fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
     let (wal, recovered) = match Wal::open(&shared.wal_dir, shared.wal_options) {
         Ok(w) => w,
@@ -261,25 +304,50 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
     if let Some((file, offset)) = &recovered.truncated_tail {
         crate::log_warn!("truncated a torn write at the end of the WAL", "file" => file.display().to_string(), "offset" => *offset);
     }
-    let term = Term(recovered.hard_state.term.get().max(1));
-    shared.stats.term.store(term.get(), Ordering::Relaxed);
-    let mut last = RaftIndex(0);
-    let count = recovered.entries.len();
-    for e in recovered.entries {
-        last = e.index;
-        let c = Arc::new(Committed { index: e.index, data: aligned_copy(&e.data) });
-        node.broadcast(|| Msg::Committed(c.clone()));
+    let commit = recovered.hard_state.commit;
+    crate::log_info!(
+        "recovered the WAL",
+        "entries" => recovered.entries.len(),
+        "last-index" => recovered.entries.last().map_or(0, |e| e.index.get()),
+        "commit" => commit.get()
+    );
+    let voters: Vec<MemberId> = shared.initial_members.iter().map(|(id, _)| *id).collect();
+    let config = match RaftConfig::new(shared.member, voters.clone())
+        .with_etcd_timing(shared.heartbeat, shared.election_timeout)
+    {
+        Ok(c) => RaftConfig { logging: RaftLogging::CrateLog, ..c },
+        Err(e) => fatal(&e.to_string()),
+    };
+    let election_tick = config.election_tick;
+    let mut core = match RaftCore::new(config, Boot::from(recovered)) {
+        Ok(c) => c,
+        Err(e) => fatal(&format!("raft: {e}")),
+    };
+    if shared.tick_advance {
+        // etcd's --initial-election-tick-advance: the first election comes
+        // after one tick instead of a whole timeout.
+        for _ in 1..election_tick {
+            core.tick();
+        }
     }
-    shared.stats.raft_index.store(last.get(), Ordering::Relaxed);
-    crate::log_info!("recovered the WAL", "entries" => count, "last-index" => last.get());
-    node.broadcast(|| Msg::Serve(last));
-    let proposals = node.proposals();
-    let node = node.clone();
-    let stats_node = node.clone();
-    monoio::spawn(sequencer::run(proposals, wal, term, shared.member, move |c| {
-        stats_node.shared().stats.raft_index.store(c.index.get(), Ordering::Relaxed);
-        node.broadcast(|| Msg::Committed(c.clone()));
-    }));
+    let transport = if voters.len() > 1 { Some(start_transport(shared)) } else { None };
+    let consensus = Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3);
+    node.set_consensus(consensus.clone());
+    consensus.start(node.clone(), wal, shared.heartbeat);
+    // Entries committed before the restart are applied again first.
+    node.broadcast(|| Msg::Serve(commit));
+}
+
+fn start_transport(shared: &Shared) -> crate::transport::TransportHandle {
+    let Some(bind) = shared.peer_listen else { fatal("--listen-peer-urls has no usable address") };
+    let peers: Vec<(MemberId, SocketAddr)> =
+        shared.initial_members.iter().filter_map(|(id, addrs)| Some((*id, *addrs.first()?))).collect();
+    let identity =
+        crate::transport::PeerIdentity { member_id: shared.member, cluster_token: shared.cluster_token.clone() };
+    match crate::transport::Transport::start(bind, identity, crate::transport::TlsSetup::Auto, peers) {
+        Ok(t) => t,
+        Err(e) => fatal(&format!("peer transport: {e}")),
+    }
 }
 
 /// The start-up lines etcd operators' tooling waits for.

@@ -37,6 +37,8 @@ pub struct ReadReq {
     pub at_least: i64,
     /// Wait for every batch the shard has received before reading.
     pub linearizable: bool,
+    /// Wait until the shard has applied this log index (a ReadIndex).
+    pub min_index: RaftIndex,
     /// The range map version the reader routed with.
     pub map_version: u64,
     /// How to filter, sort and limit.
@@ -55,6 +57,7 @@ impl ReadReq {
             rev: r.revision.max(0),
             at_least: 0,
             linearizable,
+            min_index: RaftIndex(0),
             shape: Shape::of(r),
         }
     }
@@ -185,6 +188,8 @@ pub enum Query {
         /// The lease.
         id: i64,
     },
+    /// To the consensus reactor: a ReadIndex for a linearizable read.
+    ReadIndex,
 }
 
 /// Answers to [`Query`]s, in the same order of kinds.
@@ -209,4 +214,6 @@ pub enum Answer {
     Ids(Vec<i64>),
     /// Keys, in key order.
     Keys(Vec<Vec<u8>>),
+    /// The commit index a linearizable read waits for, or why none.
+    ReadIndex(Result<RaftIndex, ApplyError>),
 }

@@ -1,20 +1,11 @@
-//! The sequencer: turns the commands every reactor proposes into log
-//! entries, one per group commit, and hands durable entries to the shards.
-//!
-//! While one write + fdatasync is in flight, proposals pile up; the next
-//! entry takes all of them (up to a bound). A command is applied, and so
-//! acknowledged, only after the fdatasync of its entry returned.
+//! The proposal queue of the sequencer reactor: commands from every
+//! reactor wait here for the consensus loop (`consensus`), which takes
+//! them in bounded batches, one log entry per batch.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-use std::sync::Arc;
 
-use super::msg::Committed;
-use super::shard::fatal;
-use crate::apply::command::{encode_batch, Batch, Command, Item, Op};
+use crate::apply::command::{Command, Item, Op};
 use crate::runtime::local::Notify;
-use crate::types::{MemberId, RaftIndex, Term};
-use crate::wal::{EntryKind, EntryRef, HardState, Wal};
 
 /// Most bytes of commands in one log entry.
 pub const BATCH_BYTES_MAX: usize = 4 << 20;
@@ -37,16 +28,25 @@ impl Proposals {
         self.notify.notify();
     }
 
-    async fn take(&self) -> Vec<Item> {
-        loop {
-            {
-                let mut q = self.queue.borrow_mut();
-                if !q.is_empty() {
-                    return self.take_bounded(&mut q);
-                }
-            }
-            self.notify.notified().await;
+    /// Wakes the consensus loop (which waits on this queue's notifier for
+    /// all its inputs).
+    pub fn wake(&self) {
+        self.notify.notify();
+    }
+
+    /// Waits until something woke the consensus loop.
+    pub async fn woken(&self) {
+        self.notify.notified().await
+    }
+
+    /// The commands for the next entry, at most a bound's worth; empty if
+    /// none are queued.
+    pub fn take_now(&self) -> Vec<Item> {
+        let mut q = self.queue.borrow_mut();
+        if q.is_empty() {
+            return Vec::new();
         }
+        self.take_bounded(&mut q)
     }
 
     fn take_bounded(&self, q: &mut Vec<Item>) -> Vec<Item> {
@@ -88,31 +88,5 @@ fn approx_bytes(c: &Command) -> usize {
         Command::DeleteRange(d) => d.key.len() + d.range_end.len(),
         Command::Txn(t) => txn(t),
         Command::Compact(_) | Command::LeaseGrant(_) | Command::LeaseRevoke(_) => 16,
-    }
-}
-
-/// Forms entries from proposals, makes them durable, and passes each to
-/// `deliver` (every shard) once its fdatasync returned. Never returns; a
-/// WAL failure stops the process, since nothing more can be made durable.
-pub async fn run(
-    proposals: Rc<Proposals>,
-    mut wal: Wal,
-    term: Term,
-    member: MemberId,
-    mut deliver: impl FnMut(Arc<Committed>),
-) {
-    loop {
-        let items = proposals.take().await;
-        let data = encode_batch(&Batch { items });
-        let index = RaftIndex(wal.last_index().get() + 1);
-        let entry = EntryRef { index, term, kind: EntryKind::Normal, data: &data };
-        let hs = HardState { term, vote: member, commit: index };
-        if let Err(e) = wal.append(&[entry], Some(hs)) {
-            fatal(&format!("WAL append of entry {index}: {e}"));
-        }
-        if let Err(e) = wal.flush().await {
-            fatal(&format!("WAL write of entry {index}: {e}"));
-        }
-        deliver(Arc::new(Committed { index, data }));
     }
 }

@@ -200,6 +200,9 @@ impl Shard {
         if let Some(i) = fresh {
             self.wait(Wait::Applied(i)).await;
         }
+        if req.min_index.get() > 0 {
+            self.wait(Wait::Applied(req.min_index)).await;
+        }
         if req.at_least > 0 {
             self.wait(Wait::Rev(req.at_least)).await;
         }
