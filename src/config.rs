@@ -1136,12 +1136,8 @@ mod tests {
             (&["--cors", "http://a.example"], "--cors: CORS restrictions are not supported yet"),
             (&["--host-whitelist", "a.example"], "--host-whitelist: Host header restrictions are not supported yet"),
             (
-                &["--initial-cluster", "default=http://localhost:2380,b=http://10.0.0.2:2380"],
-                "--initial-cluster: a cluster of more than one member needs Raft, which is not built yet",
-            ),
-            (
                 &["--initial-cluster-state", "existing"],
-                "--initial-cluster-state: joining an existing cluster needs Raft, which is not built yet",
+                "--initial-cluster-state: joining an existing cluster needs membership changes, which are not built yet",
             ),
             (&["--discovery", "https://discovery.etcd.io/x"], "--discovery: discovery is not supported yet"),
             (&["--discovery-proxy", "http://p:1"], "--discovery-proxy: discovery is not supported yet"),

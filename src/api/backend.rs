@@ -72,6 +72,9 @@ pub trait Backend: 'static {
     fn lease_ids(&self) -> LocalBoxFuture<'static, Vec<i64>>;
     /// A new watch stream.
     fn watch_session(&self) -> Box<dyn WatchSession>;
+    /// etcd's HashKV at `rev` (0: the current revision): the hash, the
+    /// compaction revision and the current revision.
+    fn hash_kv(&self, rev: i64) -> LocalBoxFuture<'static, Result<(u32, i64, i64), ApplyError>>;
     /// `--experimental-watch-progress-notify-interval`.
     fn progress_interval(&self) -> Duration;
 }

@@ -125,6 +125,20 @@ impl<B: Backend> EtcdService<B> {
             "/etcdserverpb.KV/Txn" => kv::txn(b, body, &self.limits).await,
             "/etcdserverpb.KV/Compact" => kv::compact(b, body).await,
             "/etcdserverpb.Maintenance/Status" => Ok(self.status()),
+            "/etcdserverpb.Maintenance/HashKV" => {
+                let r: pb::HashKvRequest = super::kv::decode(&body)?;
+                let (hash, compact_revision, rev) = b.hash_kv(r.revision).await.map_err(super::kv::apply_error)?;
+                let id = b.identity();
+                let header = Some(pb::ResponseHeader {
+                    cluster_id: id.cluster_id,
+                    member_id: id.member_id,
+                    revision: rev,
+                    raft_term: b.raft_term(),
+                });
+                Ok(Bytes::from(
+                    pb::HashKvResponse { header, hash, compact_revision, ..Default::default() }.encode_to_vec(),
+                ))
+            }
             "/etcdserverpb.Lease/LeaseGrant" => super::lease::grant(b, body).await,
             "/etcdserverpb.Lease/LeaseRevoke" => super::lease::revoke(b, body).await,
             "/etcdserverpb.Lease/LeaseTimeToLive" => super::lease::time_to_live(b, body).await,

@@ -41,8 +41,8 @@ pub type ReadIndexResult = Result<RaftIndex, ApplyError>;
 struct Reads {
     /// Waiting for the next round.
     waiting: Vec<Sender<ReadIndexResult>>,
-    /// Rounds issued, by context.
-    issued: HashMap<u64, Vec<Sender<ReadIndexResult>>>,
+    /// Rounds issued, by context, with when they were issued.
+    issued: HashMap<u64, (Instant, Vec<Sender<ReadIndexResult>>)>,
     next_ctx: u64,
 }
 
@@ -61,6 +61,11 @@ pub struct Consensus {
     leaderless_since: Cell<Option<Instant>>,
     /// How long proposals wait for a leader before failing.
     leader_wait: Duration,
+    /// How long a ReadIndex round may go unanswered before it is retried.
+    read_retry: Duration,
+    /// The only voter: it campaigns as soon as it has handed out every
+    /// committed entry, instead of after an election timeout.
+    alone: bool,
 }
 
 impl Consensus {
@@ -70,6 +75,7 @@ impl Consensus {
         transport: Option<TransportHandle>,
         proposals: Rc<Proposals>,
         leader_wait: Duration,
+        alone: bool,
     ) -> Rc<Consensus> {
         Rc::new(Consensus {
             core: RefCell::new(core),
@@ -83,6 +89,8 @@ impl Consensus {
             reads: RefCell::new(Reads::default()),
             leaderless_since: Cell::new(Some(Instant::now())),
             leader_wait,
+            read_retry: leader_wait / 3,
+            alone,
         })
     }
 
@@ -128,7 +136,27 @@ impl Consensus {
             self.proposals.woken().await;
             self.take_inputs(&node);
             self.carry_out(&node);
+            self.campaign_alone(&node);
         }
+    }
+
+    /// A lone voter needs nobody's vote. raft-rs refuses to campaign while
+    /// committed conf changes are not yet handed out (after a restart), so
+    /// this waits for that first.
+    fn campaign_alone(&self, node: &NodeHandle) {
+        if !self.alone {
+            return;
+        }
+        {
+            let mut core = self.core.borrow_mut();
+            if core.leader().is_some() || core.applied_index() < core.commit_index() {
+                return;
+            }
+            if let Err(e) = core.campaign() {
+                fatal(&format!("raft: {e}"));
+            }
+        }
+        self.carry_out(node);
     }
 
     fn take_inputs(&self, node: &NodeHandle) {
@@ -220,7 +248,23 @@ impl Consensus {
 
     fn issue_reads(&self, core: &mut RaftCore) {
         let mut reads = self.reads.borrow_mut();
+        // raft-rs drops a ReadIndex that is lost on the way or reaches a
+        // leader without a commit in its term: a round unanswered for a
+        // retry interval goes out again (its waiters keep their deadline).
+        let now = Instant::now();
+        let stale: Vec<u64> =
+            reads.issued.iter().filter(|(_, (at, _))| now - *at >= self.read_retry).map(|(c, _)| *c).collect();
+        for ctx in stale {
+            if let Some((_, waiters)) = reads.issued.remove(&ctx) {
+                reads.waiting.extend(waiters);
+            }
+        }
         if reads.waiting.is_empty() {
+            return;
+        }
+        // A leader answers reads only once it committed an entry of its
+        // term; until then they wait here.
+        if core.role() == Role::Leader && !core.committed_in_term() {
             return;
         }
         let n = reads.waiting.len().min(READS_PER_ROUND_MAX);
@@ -229,7 +273,7 @@ impl Consensus {
         reads.next_ctx += 1;
         match core.read_index(ctx.to_le_bytes().to_vec()) {
             Ok(()) => {
-                reads.issued.insert(ctx, round);
+                reads.issued.insert(ctx, (now, round));
             }
             Err(_) => round.into_iter().for_each(|tx| tx.send(Err(ApplyError::NoLeader))),
         }
@@ -244,7 +288,8 @@ impl Consensus {
                 Err(e) => fatal(&format!("raft: {e}")),
             };
             if let Some(ss) = rd.soft_state {
-                node.on_leadership(ss.leader, ss.role == Role::Leader);
+                let last = self.core.borrow().last_index();
+                node.on_leadership(ss.leader, ss.role == Role::Leader, last);
             }
             for m in rd.messages {
                 let class = match m.class {
@@ -274,7 +319,7 @@ impl Consensus {
             }
             for rs in rd.read_states {
                 let ctx = rs.context.try_into().map(u64::from_le_bytes).unwrap_or(u64::MAX);
-                if let Some(waiters) = self.reads.borrow_mut().issued.remove(&ctx) {
+                if let Some((_, waiters)) = self.reads.borrow_mut().issued.remove(&ctx) {
                     waiters.into_iter().for_each(|tx| tx.send(Ok(rs.index)));
                 }
             }

@@ -166,10 +166,10 @@ impl NodeHandle {
             Msg::Serve(index) => l.shard.serve_from(index),
             Msg::Remap(m) => l.shard.enqueue_remap(m),
             Msg::Transfer { version, histories } => l.shard.add_transfer(version, histories),
-            Msg::Ask { seq, from, q: Query::ReadIndex } => {
+            Msg::Ask { seq, from, q: q @ (Query::ReadIndex | Query::HashKv { .. }) } => {
                 let this = self.clone();
                 monoio::spawn(async move {
-                    let a = Answer::ReadIndex(this.read_index_here().await);
+                    let a = this.answer_later(q).await;
                     this.send(from, Msg::Answer { seq, a });
                 });
             }
@@ -237,8 +237,8 @@ impl NodeHandle {
     /// Asks reactor `to` a question (answered at once if it is this one).
     pub(super) async fn ask(&self, to: ReactorId, q: Query) -> Option<Answer> {
         if to == self.0.me {
-            if let Query::ReadIndex = q {
-                return Some(Answer::ReadIndex(self.read_index_here().await));
+            if let Query::ReadIndex | Query::HashKv { .. } = q {
+                return Some(self.answer_later(q).await);
             }
             return Some(self.answer(to, q));
         }
@@ -272,9 +272,48 @@ impl NodeHandle {
             Query::LeaseKeys { id } => {
                 Answer::Keys(crate::apply::LeaseState::attached(&l.shard.state.borrow().leases, id))
             }
-            // Answered asynchronously (`deliver`, `ask`), never here.
+            // Answered asynchronously (`answer_later`), never here.
             Query::ReadIndex => Answer::ReadIndex(Err(ApplyError::Stopped)),
+            Query::HashKv { crc, .. } => Answer::Hash(crc),
         }
+    }
+
+    /// Answers the questions that wait for something.
+    async fn answer_later(&self, q: Query) -> Answer {
+        match q {
+            Query::ReadIndex => Answer::ReadIndex(self.read_index_here().await),
+            Query::HashKv { rev, crc } => {
+                self.0.shard.wait_serving().await;
+                self.0.shard.wait_rev(rev).await;
+                Answer::Hash(self.0.shard.hash_kv(rev, crc))
+            }
+            other => self.answer(self.0.me, other),
+        }
+    }
+
+    /// etcd's HashKV: a hash of every version a read at `rev` or a later
+    /// revision can see, the same on every member whatever its shards.
+    /// Returns (hash, compact revision, current revision).
+    pub(super) async fn hash_kv_at(self, rev: i64) -> Result<(u32, i64, i64), ApplyError> {
+        let (current, compacted) = {
+            let s = self.0.shard.state.borrow();
+            (s.rev, s.compact_rev)
+        };
+        let rev = if rev <= 0 { current } else { rev };
+        if rev > current {
+            return Err(ApplyError::FutureRev);
+        }
+        if rev < compacted {
+            return Err(ApplyError::Compacted);
+        }
+        let mut crc = 0u32;
+        for s in 0..self.0.shared.shards {
+            match self.ask(ReactorId(s as u16), Query::HashKv { rev, crc }).await {
+                Some(Answer::Hash(c)) => crc = c,
+                _ => return Err(ApplyError::Stopped),
+            }
+        }
+        Ok((crc, compacted.max(0), current))
     }
 
     pub(super) fn set_consensus(&self, c: Rc<super::consensus::Consensus>) {
@@ -287,9 +326,17 @@ impl NodeHandle {
     }
 
     /// Raft's leader or role changed.
-    pub(super) fn on_leadership(&self, leader: Option<crate::types::MemberId>, is_leader: bool) {
+    /// A leader change; `term_start` is the index of the new leader's
+    /// first entry when this member leads.
+    pub(super) fn on_leadership(
+        &self,
+        leader: Option<crate::types::MemberId>,
+        is_leader: bool,
+        term_start: crate::types::RaftIndex,
+    ) {
         let st = &self.0.shared.stats;
         st.leader.store(leader.map_or(0, |m| m.get()), Ordering::Relaxed);
+        st.term_start.store(if is_leader { term_start.get() } else { 0 }, Ordering::Release);
         crate::log_info!("raft leader changed", "leader" => leader.map_or(0, |m| m.get()), "this-member-leads" => is_leader);
         if is_leader {
             // etcd extends every lease by its TTL when a member becomes
@@ -326,10 +373,20 @@ impl NodeHandle {
         }
     }
 
-    /// Whether reads need a ReadIndex round (a cluster of more than one
-    /// voter; a lone member is always the leader of its own term).
-    fn needs_read_index(&self) -> bool {
-        self.0.shared.initial_members.len() > 1
+    /// The index a linearizable read waits for. A cluster of several
+    /// voters asks the leader (ReadIndex). A lone voter leads for its whole
+    /// life, and every write it acknowledged was applied before the answer,
+    /// so reads only wait for the first entry of its term: everything
+    /// committed before a restart is applied by then. Until that entry is
+    /// known, the read takes the ReadIndex path, which waits for it.
+    async fn linearizable_index(&self) -> Result<crate::types::RaftIndex, ApplyError> {
+        if self.0.shared.initial_members.len() == 1 {
+            let start = self.0.shared.stats.term_start.load(Ordering::Acquire);
+            if start != 0 {
+                return Ok(crate::types::RaftIndex(start));
+            }
+        }
+        self.read_index().await
     }
 
     async fn read_index(&self) -> Result<crate::types::RaftIndex, ApplyError> {
@@ -390,8 +447,7 @@ impl NodeHandle {
     async fn range_cmd(self, r: Range, linearizable: bool) -> Result<ReadResult, ApplyError> {
         // In a cluster a linearizable read first learns the commit index
         // from the leader (ReadIndex); the shards then wait to apply it.
-        let min_index =
-            if linearizable && self.needs_read_index() { self.read_index().await? } else { crate::types::RaftIndex(0) };
+        let min_index = if linearizable { self.linearizable_index().await? } else { crate::types::RaftIndex(0) };
         let mut map = self.map();
         loop {
             match self.range_with(&map, &r, linearizable, min_index).await {
@@ -511,6 +567,10 @@ impl Backend for NodeHandle {
 
     fn watch_session(&self) -> Box<dyn WatchSession> {
         Box::new(super::watches::Session::open(self.clone()))
+    }
+
+    fn hash_kv(&self, rev: i64) -> LocalBoxFuture<'static, Result<(u32, i64, i64), ApplyError>> {
+        Box::pin(self.clone().hash_kv_at(rev))
     }
 
     fn progress_interval(&self) -> std::time::Duration {

@@ -59,6 +59,9 @@ pub struct Stats {
     term: AtomicU64,
     /// The leader's member ID; 0 when none is known.
     leader: AtomicU64,
+    /// While this member leads: the index of the first entry of its term
+    /// (0 otherwise).
+    term_start: AtomicU64,
 }
 
 impl Stats {
@@ -72,6 +75,7 @@ impl Stats {
             raft_index: AtomicU64::new(0),
             term: AtomicU64::new(1),
             leader: AtomicU64::new(0),
+            term_start: AtomicU64::new(0),
         }
     }
 }
@@ -323,7 +327,7 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
         Ok(c) => c,
         Err(e) => fatal(&format!("raft: {e}")),
     };
-    if shared.tick_advance {
+    if shared.tick_advance && voters != [shared.member] {
         // etcd's --initial-election-tick-advance: the first election comes
         // after one tick instead of a whole timeout.
         for _ in 1..election_tick {
@@ -331,7 +335,8 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
         }
     }
     let transport = if voters.len() > 1 { Some(start_transport(shared)) } else { None };
-    let consensus = Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3);
+    let alone = voters == [shared.member];
+    let consensus = Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3, alone);
     node.set_consensus(consensus.clone());
     consensus.start(node.clone(), wal, shared.heartbeat);
     // Entries committed before the restart are applied again first.

@@ -190,6 +190,14 @@ pub enum Query {
     },
     /// To the consensus reactor: a ReadIndex for a linearizable read.
     ReadIndex,
+    /// To a shard: continue the HashKV CRC over your keys at `rev` (once
+    /// applied up to it).
+    HashKv {
+        /// The revision.
+        rev: i64,
+        /// The CRC so far (of the shards before).
+        crc: u32,
+    },
 }
 
 /// Answers to [`Query`]s, in the same order of kinds.
@@ -216,4 +224,6 @@ pub enum Answer {
     Keys(Vec<Vec<u8>>),
     /// The commit index a linearizable read waits for, or why none.
     ReadIndex(Result<RaftIndex, ApplyError>),
+    /// The HashKV CRC so far.
+    Hash(u32),
 }

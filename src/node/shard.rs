@@ -13,7 +13,7 @@ use crate::apply::command::access_batch;
 use crate::apply::range::read_part;
 use crate::apply::{ApplyError, BatchRun, Exchange, LeaseChange, RangeMap, Reply};
 use crate::lease::LeaseTable;
-use crate::mvcc::{End, Event, KeyHistory, MemStore, MvccStore};
+use crate::mvcc::{End, Event, EventKind, KeyHistory, MemStore, MvccStore};
 use crate::runtime::local::{oneshot, yield_now, Notify, Sender};
 use crate::types::{RaftIndex, ReactorId, ShardId};
 
@@ -252,6 +252,50 @@ impl Shard {
         Ok(events)
     }
 
+    /// Waits until the shard's revision reaches `rev`.
+    pub async fn wait_rev(&self, rev: i64) {
+        self.wait(Wait::Rev(rev)).await
+    }
+
+    /// Continues a CRC32C over this shard's versions as of `rev`, key by key
+    /// in key order: the versions a read at the compaction revision or
+    /// later can see (so physical compaction's progress never shows).
+    /// Shards are contiguous key ranges, so chaining shard after shard
+    /// hashes the whole key space in key order, whatever the range map.
+    pub fn hash_kv(&self, rev: i64, crc: u32) -> u32 {
+        let s = self.state.borrow();
+        let compact = s.compact_rev;
+        let mut crc = crc;
+        let mut key: Vec<u8> = Vec::new();
+        let mut versions: Vec<Event> = Vec::new();
+        let flush = |versions: &mut Vec<Event>, crc: &mut u32| {
+            // Versions at or below the compaction revision: only the newest
+            // survives, and only if it is a put.
+            let cut = versions.iter().rposition(|e| e.rev.main <= compact);
+            for (i, e) in versions.iter().enumerate() {
+                let visible = match cut {
+                    Some(c) if i < c => false,
+                    Some(c) if i == c => e.kind == EventKind::Put,
+                    _ => true,
+                };
+                if visible {
+                    *crc = hash_event(*crc, e);
+                }
+            }
+            versions.clear();
+        };
+        s.store.history(b"", End::Unbounded, i64::MIN, rev, &mut |e| {
+            if e.kv.key != key {
+                flush(&mut versions, &mut crc);
+                key = e.kv.key.clone();
+            }
+            versions.push(e);
+            ControlFlow::Continue(())
+        });
+        flush(&mut versions, &mut crc);
+        crc
+    }
+
     async fn next_item(&self) -> Queued {
         loop {
             if let Some(q) = self.state.borrow_mut().queue.pop_front() {
@@ -437,4 +481,15 @@ pub async fn compaction_loop<L: ShardLink>(shard: Rc<Shard>, link: Rc<L>) {
 pub fn fatal(msg: &str) -> ! {
     crate::log_error!("fatal error, stopping", "error" => msg);
     std::process::exit(1);
+}
+
+fn hash_event(crc: u32, e: &Event) -> u32 {
+    let kv = &e.kv;
+    let mut crc = crc32c::crc32c_append(crc, &(kv.key.len() as u64).to_le_bytes());
+    crc = crc32c::crc32c_append(crc, &kv.key);
+    for n in [e.rev.main, e.rev.sub, kv.create_revision, kv.version, kv.lease] {
+        crc = crc32c::crc32c_append(crc, &n.to_le_bytes());
+    }
+    crc = crc32c::crc32c_append(crc, &[u8::from(e.kind == EventKind::Put)]);
+    crc32c::crc32c_append(crc, &kv.value)
 }

@@ -962,6 +962,20 @@ impl RaftCore {
         })
     }
 
+    /// Starts an election now (a lone voter wins it at once).
+    pub fn campaign(&mut self) -> Result<(), RaftError> {
+        if self.removed {
+            return Ok(());
+        }
+        self.raw.campaign().map_err(|e| RaftError::Internal(e.to_string()))
+    }
+
+    /// Whether this member leads and has committed an entry of its term
+    /// (only then does raft-rs answer ReadIndex requests).
+    pub fn committed_in_term(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader && self.raw.raft.commit_to_current_term()
+    }
+
     /// Starts a ReadIndex round; its result comes back in
     /// `Ready::read_states` with the same `context` (unique per request).
     /// On a follower the request goes to the leader. Without a leader it

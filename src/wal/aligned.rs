@@ -130,7 +130,10 @@ impl AlignedBuf {
 
     /// Moves the content to a fresh zeroed allocation of `new_cap` bytes.
     fn reallocate(&mut self, new_cap: usize) {
-        assert!(new_cap >= self.len && new_cap > 0 && new_cap.is_multiple_of(ALIGN_BYTES), "bad AlignedBuf capacity {new_cap}");
+        assert!(
+            new_cap >= self.len && new_cap > 0 && new_cap.is_multiple_of(ALIGN_BYTES),
+            "bad AlignedBuf capacity {new_cap}"
+        );
         assert!(
             new_cap <= CAPACITY_MAX_BYTES,
             "AlignedBuf of {new_cap} bytes exceeds the {CAPACITY_MAX_BYTES}-byte bound"

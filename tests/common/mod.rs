@@ -176,6 +176,21 @@ impl Server {
         }
     }
 
+    /// The peer address (UDP for corekv's QUIC transport).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Replaces the flags of a server that is not running.
+    pub fn set_flags(&mut self, flags: &[&str]) {
+        self.flags = flags.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Whether the process was started and not killed.
+    pub fn is_running_now(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// `http://ip:port` of the client listener.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
