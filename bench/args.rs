@@ -15,6 +15,14 @@ const VAL_SIZE_MAX: usize = 1024 * 1024;
 /// Bounds on concurrency: one monoio runtime per thread, tasks per client.
 const THREADS_MAX: usize = 256;
 const CLIENTS_MAX: usize = 1_000_000;
+/// Largest `--lease-ttl`, etcd's own bound.
+const LEASE_TTL_MAX: i64 = corekv::lease::LEASE_TTL_MAX;
+/// `--lease-ttl` by default: far longer than any run's gap between renewals.
+const LEASE_TTL_DEFAULT: i64 = 60;
+/// `watch-slow` by default: issue 5's "1,000 watchers stop reading", over
+/// 10 streams on 10 connections of their own.
+const SLOW_WATCHERS_DEFAULT: usize = 1000;
+const SLOW_STREAMS_DEFAULT: usize = 10;
 
 /// The usage text printed by `--help`.
 pub const USAGE: &str = "\
@@ -31,6 +39,17 @@ WORKLOADS
               R is the revision this thread last saw for the key
   txn-delete  Kubernetes delete: Txn(mod_revision(key) == R -> Delete, else Get)
   delete      DeleteRange(key)
+  watch       event delivery: --watch-streams streams (over --conns) with
+              --watchers-per-stream prefix watches each, on --watch-prefixes
+              prefixes, created before measuring; --clients writers put keys
+              under those prefixes; reports put -> event latency, events/s,
+              missing and duplicate events, and server RSS per stream and per
+              watcher (with --server-pid)
+  watch-slow  put, while --slow-watchers watchers (on their own streams and
+              connections) watch every key written and never read
+  lease-keepalive
+              --leases leases granted first; --clients LeaseKeepAlive streams
+              each send the next keep-alive as soon as the last is answered
 
 OPTIONS
   --endpoints LIST       comma-separated host:port or http://host:port
@@ -44,7 +63,9 @@ OPTIONS
   --rate R               at most R requests/s in all; latency then counts
                          from each request's scheduled start [unlimited]
   --key-size N           bytes per key: --prefix, then a zero-padded
-                         decimal key number [8]
+                         decimal key number [8; watch: the least that fits
+                         --prefix, the watch prefix number, '/' and the key
+                         number]
   --val-size N           bytes per value [8]
   --key-space-size N     distinct keys [100000]
   --sequential-keys      keys in order 0, 1, 2... instead of uniform random
@@ -57,7 +78,28 @@ OPTIONS
                          txn-delete, delete: the key space; others: 0]
   --seed S               random key seed [1]
   --server-pid PID       also report this server process's CPU seconds per
-                         1,000 requests (measured phase only) and peak RSS
+                         1,000 requests (measured phase only), peak RSS and
+                         RSS (VmRSS) before set-up, after it and at the end
+
+WATCH OPTIONS
+  --watch-streams N      watch streams in all, stream i on connection
+                         i mod --conns (at least --conns) [1]
+  --watchers-per-stream N  watches created on each stream [1]
+  --watch-prefixes N     distinct prefixes; watcher w watches prefix
+                         w mod N, key k is under prefix k mod N [1]
+  --watch-drain D        after the writers stop, wait at most D for every
+                         expected event [5s]
+  --slow-watchers N      watch-slow: watchers that never read [1000]
+  --slow-streams N       watch-slow: streams they are spread over [10]
+  --slow-conns N         watch-slow: connections of their own for those
+                         streams [--slow-streams]
+
+LEASE OPTIONS
+  --leases N             lease-keepalive: leases granted before measuring;
+                         keep-alive stream c renews lease c, c + clients, ...
+                         of its thread's leases in turn [--clients]
+  --lease-ttl S          lease-keepalive: TTL in seconds of each lease [60]
+
   --json FILE            write the result as JSON to FILE
   --progress / --no-progress   a progress line on stderr [on a terminal]
   -h, --help             this text
@@ -78,16 +120,25 @@ pub enum WorkloadKind {
     TxnDelete,
     /// `DeleteRange(key)`.
     Delete,
+    /// Prefix watches on streams; puts under the prefixes; event delivery.
+    Watch,
+    /// `put` while watchers that never read watch every key written.
+    WatchSlow,
+    /// LeaseKeepAlive streams renewing pre-granted leases.
+    LeaseKeepAlive,
 }
 
 impl WorkloadKind {
-    const ALL: [WorkloadKind; 6] = [
+    const ALL: [WorkloadKind; 9] = [
         WorkloadKind::Put,
         WorkloadKind::Range,
         WorkloadKind::TxnPut,
         WorkloadKind::TxnCas,
         WorkloadKind::TxnDelete,
         WorkloadKind::Delete,
+        WorkloadKind::Watch,
+        WorkloadKind::WatchSlow,
+        WorkloadKind::LeaseKeepAlive,
     ];
 
     /// The workload's name on the command line.
@@ -99,6 +150,9 @@ impl WorkloadKind {
             WorkloadKind::TxnCas => "txn-cas",
             WorkloadKind::TxnDelete => "txn-delete",
             WorkloadKind::Delete => "delete",
+            WorkloadKind::Watch => "watch",
+            WorkloadKind::WatchSlow => "watch-slow",
+            WorkloadKind::LeaseKeepAlive => "lease-keepalive",
         }
     }
 
@@ -150,10 +204,56 @@ pub struct Options {
     pub json: Option<PathBuf>,
     /// `None`: show progress when stderr is a terminal.
     pub progress: Option<bool>,
+    /// `watch`: streams, watches per stream and distinct prefixes.
+    pub watch: WatchOptions,
+    /// `watch-slow`: the watchers that never read.
+    pub slow: SlowOptions,
+    /// `lease-keepalive`: how many leases, of what TTL.
+    pub lease: LeaseOptions,
 }
 
-/// What the command line asks for.
+/// The `watch` workload's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchOptions {
+    pub streams: usize,
+    pub watchers_per_stream: usize,
+    pub prefixes: usize,
+    /// How long to wait for outstanding events after the writers stop.
+    pub drain: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> WatchOptions {
+        WatchOptions { streams: 1, watchers_per_stream: 1, prefixes: 1, drain: Duration::from_secs(5) }
+    }
+}
+
+impl WatchOptions {
+    /// Watchers in all.
+    pub fn watchers(&self) -> usize {
+        self.streams * self.watchers_per_stream
+    }
+}
+
+/// The `watch-slow` workload's non-reading watchers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlowOptions {
+    pub watchers: usize,
+    pub streams: usize,
+    pub conns: usize,
+}
+
+/// The `lease-keepalive` workload's leases.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseOptions {
+    pub leases: usize,
+    pub ttl: i64,
+}
+
+/// What the command line asks for (made once per process, so the size
+/// difference of its variants does not matter).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Print [`USAGE`].
     Help,
@@ -179,6 +279,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut server_pid = None;
     let mut json = None;
     let mut progress = None;
+    let mut key_size_given = false;
+    let (mut watch_streams, mut watchers_per_stream, mut watch_prefixes) = (None, None, None);
+    let mut watch_drain = None;
+    let (mut slow_watchers, mut slow_streams, mut slow_conns) = (None, None, None);
+    let (mut leases, mut lease_ttl) = (None, None);
 
     let mut i = 0;
     while i < args.len() {
@@ -233,7 +338,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "total" => total = Some(parse_count(name, value, 1, usize::MAX)? as u64),
                     "duration" => duration = Some(parse_duration(value).map_err(|e| format!("--duration: {e}"))?),
                     "rate" => rate = parse_rate(value)?,
-                    "key-size" => key_size = parse_count(name, value, 1, KEY_SIZE_MAX)?,
+                    "key-size" => {
+                        key_size = parse_count(name, value, 1, KEY_SIZE_MAX)?;
+                        key_size_given = true;
+                    }
                     "val-size" => val_size = parse_count(name, value, 0, VAL_SIZE_MAX)?,
                     "key-space-size" => {
                         key_space_size = parse_count(name, value, 1, KEY_SPACE_SIZE_MAX as usize)? as u64
@@ -245,6 +353,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "seed" => seed = parse_count(name, value, 0, usize::MAX)? as u64,
                     "server-pid" => server_pid = Some(parse_count(name, value, 1, i32::MAX as usize)? as i32),
                     "json" => json = Some(PathBuf::from(value)),
+                    "watch-streams" => watch_streams = Some(parse_count(name, value, 1, CLIENTS_MAX)?),
+                    "watchers-per-stream" => watchers_per_stream = Some(parse_count(name, value, 1, CLIENTS_MAX)?),
+                    "watch-prefixes" => watch_prefixes = Some(parse_count(name, value, 1, CLIENTS_MAX)?),
+                    "watch-drain" => {
+                        watch_drain = Some(parse_duration(value).map_err(|e| format!("--watch-drain: {e}"))?)
+                    }
+                    "slow-watchers" => slow_watchers = Some(parse_count(name, value, 1, CLIENTS_MAX)?),
+                    "slow-streams" => slow_streams = Some(parse_count(name, value, 1, CLIENTS_MAX)?),
+                    "slow-conns" => slow_conns = Some(parse_count(name, value, 1, CLIENTS_MAX)?),
+                    "leases" => leases = Some(parse_count(name, value, 1, CLIENTS_MAX)?),
+                    "lease-ttl" => lease_ttl = Some(parse_count(name, value, 1, LEASE_TTL_MAX as usize)? as i64),
                     _ => return Err(format!("unknown option --{name} (see --help)")),
                 }
             }
@@ -261,8 +380,104 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if conns < threads {
         return Err(format!("--conns {conns} is less than --threads {threads}: every thread needs a connection"));
     }
-    if clients < conns {
+    let is = |kind: WorkloadKind| workload == kind;
+    let watch = match (watch_streams, watchers_per_stream, watch_prefixes, watch_drain) {
+        (None, None, None, None) if !is(WorkloadKind::Watch) => WatchOptions::default(),
+        _ if !is(WorkloadKind::Watch) => {
+            return Err("--watch-streams, --watchers-per-stream, --watch-prefixes and --watch-drain apply to the \
+                        watch workload only"
+                .into())
+        }
+        (streams, per_stream, prefixes, drain) => {
+            let d = WatchOptions::default();
+            WatchOptions {
+                streams: streams.unwrap_or(d.streams),
+                watchers_per_stream: per_stream.unwrap_or(d.watchers_per_stream),
+                prefixes: prefixes.unwrap_or(d.prefixes),
+                drain: drain.unwrap_or(d.drain),
+            }
+        }
+    };
+    let slow = match (slow_watchers, slow_streams, slow_conns) {
+        _ if is(WorkloadKind::WatchSlow) => {
+            let watchers = slow_watchers.unwrap_or(SLOW_WATCHERS_DEFAULT);
+            let streams = slow_streams.unwrap_or(SLOW_STREAMS_DEFAULT.min(watchers));
+            let conns = slow_conns.unwrap_or(streams);
+            SlowOptions { watchers, streams, conns }
+        }
+        (None, None, None) => SlowOptions { watchers: 0, streams: 0, conns: 0 },
+        _ => {
+            return Err("--slow-watchers, --slow-streams and --slow-conns apply to the watch-slow workload only".into())
+        }
+    };
+    let lease = match (leases, lease_ttl) {
+        _ if is(WorkloadKind::LeaseKeepAlive) => {
+            LeaseOptions { leases: leases.unwrap_or(clients), ttl: lease_ttl.unwrap_or(LEASE_TTL_DEFAULT) }
+        }
+        (None, None) => LeaseOptions { leases: 0, ttl: LEASE_TTL_DEFAULT },
+        _ => return Err("--leases and --lease-ttl apply to the lease-keepalive workload only".into()),
+    };
+    if is(WorkloadKind::Watch) {
+        // Writers may be fewer than connections; every connection carries
+        // at least one watch stream and every thread at least one writer.
+        if watch.streams < conns {
+            return Err(format!(
+                "--watch-streams {} is less than --conns {conns}: a connection would carry no stream",
+                watch.streams
+            ));
+        }
+        if clients < threads {
+            return Err(format!("--clients {clients} is less than --threads {threads}: every thread needs a writer"));
+        }
+        if watch.prefixes > watch.watchers() {
+            return Err(format!(
+                "--watch-prefixes {} is more than the {} watchers: some prefixes would have no watcher",
+                watch.prefixes,
+                watch.watchers()
+            ));
+        }
+        if key_space_size < watch.prefixes as u64 {
+            return Err(format!(
+                "--key-space-size {key_space_size} is less than --watch-prefixes {}: some prefixes would get no put",
+                watch.prefixes
+            ));
+        }
+        if val_size < crate::watch::STAMP_BYTES {
+            return Err(format!(
+                "--val-size {val_size} is too small: watch values start with an {}-byte send timestamp",
+                crate::watch::STAMP_BYTES
+            ));
+        }
+        let least = crate::watch::least_key_size(prefix.len(), watch.prefixes, key_space_size);
+        if !key_size_given {
+            key_size = least;
+        } else if key_size < least {
+            return Err(format!(
+                "--key-size {key_size} is too small for --prefix of {} bytes, {} watch prefixes and \
+                 --key-space-size {key_space_size}: use --key-size {least} or more",
+                prefix.len(),
+                watch.prefixes
+            ));
+        }
+    } else if clients < conns {
         return Err(format!("--clients {clients} is less than --conns {conns}: a connection would carry no client"));
+    }
+    if is(WorkloadKind::WatchSlow) {
+        if slow.streams > slow.watchers {
+            return Err(format!(
+                "--slow-streams {} is more than --slow-watchers {}: a stream would carry no watcher",
+                slow.streams, slow.watchers
+            ));
+        }
+        if slow.conns > slow.streams || slow.conns < threads {
+            return Err(format!(
+                "--slow-conns {} must be between --threads {threads} and --slow-streams {}",
+                slow.conns, slow.streams
+            ));
+        }
+    }
+    if is(WorkloadKind::LeaseKeepAlive) && lease.leases < threads {
+        return Err(format!("--leases {} is less than --threads {threads}: every thread needs a lease", lease.leases));
     }
     let digits = decimal_digits(key_space_size - 1);
     if key_size < prefix.len() + digits {
@@ -279,6 +494,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--key-space-size {key_space_size} is less than --threads {threads}: {} gives each thread its own keys",
             workload.name()
         ));
+    }
+    if matches!(workload, WorkloadKind::Watch | WorkloadKind::LeaseKeepAlive) && preload.unwrap_or(0) > 0 {
+        return Err(format!("--preload does not apply to {}", workload.name()));
     }
     let preload = preload.unwrap_or(if workload.preloads_by_default() { key_space_size } else { 0 });
     if preload > key_space_size {
@@ -309,6 +527,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         server_pid,
         json,
         progress,
+        watch,
+        slow,
+        lease,
     }))
 }
 
@@ -457,10 +678,55 @@ mod tests {
     #[test]
     fn unknown_things_are_refused_by_name() {
         assert!(run("put --frobnicate 3").unwrap_err().contains("--frobnicate"));
-        assert!(run("watch").unwrap_err().contains("unknown workload"));
+        assert!(run("watchers").unwrap_err().contains("unknown workload"));
         assert!(run("--clients 3").unwrap_err().contains("no workload"));
         assert!(run("put --endpoints https://a:1").unwrap_err().contains("TLS"));
         assert!(run("put --rate 0").unwrap().rate.is_none());
+    }
+
+    #[test]
+    fn watch_options_describe_streams_watchers_and_prefixes() {
+        let w = run("watch --conns 10 --watch-streams 100 --watchers-per-stream 100 --watch-prefixes 1000 --clients 5")
+            .unwrap();
+        assert_eq!(w.watch.watchers(), 10_000);
+        assert_eq!((w.watch.streams, w.watch.prefixes, w.watch.drain), (100, 1000, Duration::from_secs(5)));
+        // The key size fits the prefix number, '/' and the key number.
+        assert_eq!(w.key_size, 3 + 1 + 5);
+        assert_eq!(run("watch --prefix /w/ --key-space-size 10").unwrap().key_size, 3 + 1 + 1 + 1);
+        assert!(run("watch --key-size 20 --watch-drain 1s").is_ok());
+        let err = run("watch --watch-prefixes 10 --watchers-per-stream 10 --key-size 4").unwrap_err();
+        assert!(err.contains("--key-size 7 or more"), "{err}");
+        // Writers may be fewer than connections; streams may not.
+        assert!(run("watch --conns 4 --watch-streams 4 --clients 1").is_ok());
+        assert!(run("watch --conns 4 --watch-streams 3").unwrap_err().contains("--watch-streams"));
+        assert!(run("watch --watch-prefixes 3 --watch-streams 1").unwrap_err().contains("no watcher"));
+        assert!(run("watch --watch-prefixes 3 --watchers-per-stream 3 --key-space-size 2").is_err());
+        assert!(run("watch --val-size 7").unwrap_err().contains("timestamp"));
+        assert!(run("watch --preload 5").is_err());
+        assert!(run("put --watch-streams 3").unwrap_err().contains("watch workload only"));
+    }
+
+    #[test]
+    fn slow_watchers_default_to_a_thousand_on_ten_streams() {
+        let s = run("watch-slow --conns 2 --clients 10").unwrap().slow;
+        assert_eq!(s, SlowOptions { watchers: 1000, streams: 10, conns: 10 });
+        let s = run("watch-slow --slow-watchers 5").unwrap().slow;
+        assert_eq!((s.watchers, s.streams, s.conns), (5, 5, 5));
+        assert_eq!(run("watch-slow --slow-streams 4 --slow-conns 2").unwrap().slow.conns, 2);
+        assert!(run("watch-slow --slow-watchers 5 --slow-streams 6").is_err());
+        assert!(run("watch-slow --slow-streams 2 --slow-conns 3").is_err());
+        assert!(run("put --slow-watchers 5").unwrap_err().contains("watch-slow"));
+    }
+
+    #[test]
+    fn leases_default_to_one_per_client() {
+        let l = run("lease-keepalive --conns 2 --clients 8").unwrap().lease;
+        assert_eq!(l, LeaseOptions { leases: 8, ttl: 60 });
+        let l = run("lease-keepalive --leases 1000 --lease-ttl 5").unwrap().lease;
+        assert_eq!((l.leases, l.ttl), (1000, 5));
+        assert!(run("lease-keepalive --threads 2 --conns 2 --clients 2 --leases 1").is_err());
+        assert!(run("lease-keepalive --lease-ttl 0").is_err());
+        assert!(run("put --leases 3").unwrap_err().contains("lease-keepalive"));
     }
 
     #[test]

@@ -37,7 +37,13 @@ DESCRIPTIONS = {
     "range-l-100c": "linearizable Range of one key, 10 conns, 100 clients",
     "txn-put-1000c": "k8s create Txn, 100 conns, 1000 clients",
     "txn-cas-1000c": "k8s update Txn, 100 conns, 1000 clients",
+    "watch-10kw": "10,000 prefix watchers (100 streams x 100) over 1,000 prefixes, 10 conns; 100 writers put 1,000/s",
+    "lease-keepalive-100c": "LeaseKeepAlive, 100 streams on 10 conns, 1,000 leases, next request as soon as answered",
+    "put-paced": "Put at 1,000/s, 100 clients, 10 conns (baseline for put-paced-slow-1000w)",
+    "put-paced-slow-1000w": "put-paced while 1,000 watchers of every key (10 streams, 10 own conns) never read",
 }
+# Issue 5's pair: put latency without and with non-reading watchers.
+SLOW_PAIR = ("put-paced", "put-paced-slow-1000w")
 
 
 def read_meta(work):
@@ -82,8 +88,41 @@ def main_run(server, workload, round_, run_dir):
         "load_average": r["machine"]["load_average"],
         "preload_failed": r["preload"]["failed"],
         "command": r["command"],
+        **stream_metrics(r),
     }
 
+
+def stream_metrics(r):
+    """Watch delivery, and the server's RSS per stream, watcher and lease."""
+    srv, out = r["server"] or {}, {}
+    rss = srv.get("rss_kib") or {}
+    for key in ("connected", "streams_open", "set_up", "end"):
+        out[f"rss_{key}_mib"] = rss[key] / 1024 if rss.get(key) is not None else None
+    out["rss_kib_per_stream"] = srv.get("rss_kib_per_stream")
+    out["rss_kib_per_watcher"] = srv.get("rss_kib_per_watcher")
+    out["rss_kib_per_lease"] = srv.get("rss_kib_per_lease")
+    setup = r.get("setup") or {}
+    out["setup_streams"], out["setup_watchers"] = setup.get("streams"), setup.get("watchers")
+    out["setup_create_s"] = setup.get("create_seconds")
+    w = r.get("watch")
+    if w:
+        ack, sent = w["latency_from_ack_us"], w["latency_from_sent_us"]
+        out.update({
+            "event_p50_ms": ack["p50"] / 1e3,
+            "event_p90_ms": ack["p90"] / 1e3,
+            "event_p99_ms": ack["p99"] / 1e3,
+            "event_p99_9_ms": ack["p99_9"] / 1e3,
+            "event_max_ms": ack["max"] / 1e3,
+            "event_sent_p50_ms": sent["p50"] / 1e3,
+            "event_sent_p99_ms": sent["p99"] / 1e3,
+            "events_per_s": w["events_per_second"],
+            "events_expected": w["expected"],
+            "events_delivered": w["delivered"],
+            "watch_errors": w["errors"]["total"],
+            "watch_first_error": w["errors"]["first_error"],
+            "events_before_ack_share": w["before_ack"] / w["delivered"] if w["delivered"] else None,
+        })
+    return out
 
 def parse_etcd_benchmark(text):
     """The summary of etcd's benchmark tool: Requests/sec and percentiles."""
@@ -153,12 +192,40 @@ METRICS = [
     "qps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "server_cpu_s_per_1000", "server_cores_busy",
     "peak_rss_mib", "generator_us_per_request", "generator_whole_process_us_per_request", "generator_cores_busy",
     "errors",
+    # streams (issue 5)
+    "rss_connected_mib", "rss_streams_open_mib", "rss_set_up_mib", "rss_end_mib", "rss_kib_per_stream",
+    "rss_kib_per_watcher", "rss_kib_per_lease", "setup_create_s", "event_p50_ms", "event_p90_ms", "event_p99_ms",
+    "event_p99_9_ms", "event_max_ms", "event_sent_p50_ms", "event_sent_p99_ms", "events_per_s", "events_expected",
+    "events_delivered", "watch_errors", "events_before_ack_share",
 ]
-RATIO_METRICS = ["qps", "p50_ms", "p99_ms", "server_cpu_s_per_1000", "peak_rss_mib"]
+RATIO_METRICS = ["qps", "p50_ms", "p99_ms", "server_cpu_s_per_1000", "peak_rss_mib", "event_p50_ms", "event_p99_ms",
+                 "event_sent_p50_ms", "event_sent_p99_ms", "rss_kib_per_stream", "rss_kib_per_watcher",
+                 "rss_end_mib"]
 
 
 def medians_of(runs, metrics):
     return {m: median([r.get(m) for r in runs]) for m in metrics}
+
+
+def slow_watchers(summary):
+    """Put latency with non-reading watchers over without, per server."""
+    by = {s["workload"]: s for s in summary}
+    base, slow = SLOW_PAIR
+    if base not in by or slow not in by:
+        return None
+    out = {}
+    for server in ("corekv", "etcd"):
+        b, w = by[base]["medians"][server], by[slow]["medians"][server]
+        out[server] = {
+            "base_p50_ms": b["p50_ms"], "base_p99_ms": b["p99_ms"],
+            "slow_p50_ms": w["p50_ms"], "slow_p99_ms": w["p99_ms"],
+            "p50_slow_over_base": ratio(w["p50_ms"], b["p50_ms"]),
+            "p99_slow_over_base": ratio(w["p99_ms"], b["p99_ms"]),
+            "base_qps": b["qps"], "slow_qps": w["qps"],
+            "slow_rss_set_up_mib": w["rss_set_up_mib"], "slow_rss_end_mib": w["rss_end_mib"],
+            "slow_peak_rss_mib": w["peak_rss_mib"],
+        }
+    return out
 
 
 def ratio(a, b):
@@ -240,12 +307,82 @@ def main():
         "noise": ("Shared 2-vCPU VM: other engineers' builds and tests ran during the measurement, and the server "
                   "and the generator share the two vCPUs. Treat ratios as rough; medians held better than tails."),
         "summary": summary,
+        "slow_watchers": slow_watchers(summary),
         "cross_check": xsummary,
         "runs": main_runs,
         "cross_check_runs": xcheck_runs,
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
+
+
+def issue5(result, add):
+    """Watch delivery, memory per watcher and stream, keep-alives, slow watchers."""
+    by = {s["workload"]: s for s in result["summary"]}
+    if not any(w in by for w in ("watch-10kw", "lease-keepalive-100c") + SLOW_PAIR):
+        return
+    add("## Watch, lease keep-alive and slow watchers (issue 5)")
+    add("")
+    w = by.get("watch-10kw")
+    if w:
+        r = w["ratios_corekv_over_etcd"]
+        add(f"**watch-10kw ratios (corekv / etcd):** event latency (put acknowledged -> event received) "
+            f"p50 {fmt_ratio(r['event_p50_ms'])}, p99 {fmt_ratio(r['event_p99_ms'])}; put sent -> event received "
+            f"p50 {fmt_ratio(r['event_sent_p50_ms'])}, p99 {fmt_ratio(r['event_sent_p99_ms'])}; RSS per watcher "
+            f"{fmt_ratio(r['rss_kib_per_watcher'])}, per stream {fmt_ratio(r['rss_kib_per_stream'])}.")
+        add("")
+        add("| server | ack->event p50 ms | p90 | p99 | p99.9 | max | sent->event p50 ms | p99 | events/s | "
+            "delivered / expected | delivery errors | events before put ack | RSS KiB / stream | RSS KiB / watcher | "
+            "RSS MiB: connected / streams open / watchers created / end | 10k creates s |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for server in ("corekv", "etcd"):
+            m = w["medians"][server]
+            share = m["events_before_ack_share"]
+            add(f"| {server} | {fmt(m['event_p50_ms'], 3)} | {fmt(m['event_p90_ms'], 3)} | "
+                f"{fmt(m['event_p99_ms'], 3)} | {fmt(m['event_p99_9_ms'], 3)} | {fmt(m['event_max_ms'], 3)} | "
+                f"{fmt(m['event_sent_p50_ms'], 3)} | {fmt(m['event_sent_p99_ms'], 3)} | {fmt(m['events_per_s'], 0)} | "
+                f"{fmt(m['events_delivered'], 0)} / {fmt(m['events_expected'], 0)} | {fmt(m['watch_errors'], 0)} | "
+                f"{'n/a' if share is None else f'{share * 100:.0f}%'} | {fmt(m['rss_kib_per_stream'], 1)} | "
+                f"{fmt(m['rss_kib_per_watcher'], 2)} | {fmt(m['rss_connected_mib'], 1)} / "
+                f"{fmt(m['rss_streams_open_mib'], 1)} / {fmt(m['rss_set_up_mib'], 1)} / {fmt(m['rss_end_mib'], 1)} | "
+                f"{fmt(m['setup_create_s'], 2)} |")
+        add("")
+        add("Event latency: a writer records when each put was sent and when its reply arrived; each watcher "
+            "records when each event's response was decoded; matched by revision after the run (every expected "
+            "event must arrive exactly once, in order, within the drain). An event that arrives before its put's "
+            "reply counts as 0 from the ack. RSS per stream is the server's VmRSS growth while the 100 streams "
+            "were opened (each confirmed by a progress request) / 100; per watcher, the growth while the 10,000 "
+            "watches were created / 10,000 (medians over rounds; allocator and GC slack included).")
+        add("")
+    k = by.get("lease-keepalive-100c")
+    if k:
+        r = k["ratios_corekv_over_etcd"]
+        add(f"**lease-keepalive-100c ratios (corekv / etcd):** keep-alives/s {fmt_ratio(r['qps'])}, "
+            f"p50 {fmt_ratio(r['p50_ms'])}, p99 {fmt_ratio(r['p99_ms'])}, server CPU per keep-alive "
+            f"{fmt_ratio(r['server_cpu_s_per_1000'])}.")
+        add("")
+        add("| server | keep-alives/s | p50 ms | p99 ms | p99.9 ms | server CPU s / 1k | errors |")
+        add("|---|---|---|---|---|---|---|")
+        for server in ("corekv", "etcd"):
+            m = k["medians"][server]
+            add(f"| {server} | {fmt(m['qps'], 0)} | {fmt(m['p50_ms'], 3)} | {fmt(m['p99_ms'], 3)} | "
+                f"{fmt(m['p99_9_ms'], 3)} | {fmt(m['server_cpu_s_per_1000'], 3)} | {fmt(m['errors'], 0)} |")
+        add("")
+    sw = result.get("slow_watchers")
+    if sw:
+        add("**Put latency with 1,000 non-reading watchers** (put-paced-slow-1000w over put-paced, same server; "
+            "1 = flat):")
+        add("")
+        add("| server | put p50 ms without / with | p99 ms without / with | p50 with / without | p99 with / without "
+            "| put/s without / with | server RSS MiB with: watchers created / end |")
+        add("|---|---|---|---|---|---|---|")
+        for server in ("corekv", "etcd"):
+            m = sw[server]
+            add(f"| {server} | {fmt(m['base_p50_ms'], 3)} / {fmt(m['slow_p50_ms'], 3)} | "
+                f"{fmt(m['base_p99_ms'], 3)} / {fmt(m['slow_p99_ms'], 3)} | {fmt_ratio(m['p50_slow_over_base'])} | "
+                f"{fmt_ratio(m['p99_slow_over_base'])} | {fmt(m['base_qps'], 0)} / {fmt(m['slow_qps'], 0)} | "
+                f"{fmt(m['slow_rss_set_up_mib'], 1)} / {fmt(m['slow_rss_end_mib'], 1)} |")
+        add("")
 
 
 def markdown(result):
@@ -276,6 +413,7 @@ def markdown(result):
     add("")
     add("Higher is better for QPS; lower is better for latency, CPU and RSS.")
     add("")
+    issue5(result, add)
     add("## Medians")
     add("")
     add("| workload | server | QPS | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU s / 1k req | "
@@ -317,17 +455,20 @@ def markdown(result):
     add("## Every run")
     add("")
     add("| workload | server | round | QPS | p50 ms | p99 ms | server CPU s / 1k | peak RSS MiB | generator us/req | "
-        "errors | load average at start |")
-    add("|---|---|---|---|---|---|---|---|---|---|---|")
+        "errors | watch: ack->event p50 / p99 ms, delivery errors | load average at start |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(result["runs"], key=lambda r: (r["workload"], r["server"], r["round"])):
+        events = ""
+        if r.get("event_p50_ms") is not None:
+            events = f"{fmt(r['event_p50_ms'], 3)} / {fmt(r['event_p99_ms'], 3)}, {r['watch_errors']}"
         add(f"| {r['workload']} | {r['server']} | {r['round']} | {fmt(r['qps'], 0)} | {fmt(r['p50_ms'], 3)} | "
             f"{fmt(r['p99_ms'], 3)} | {fmt(r['server_cpu_s_per_1000'], 3)} | {fmt(r['peak_rss_mib'], 1)} | "
-            f"{fmt(r['generator_us_per_request'], 1)} | {r['errors']} | {r['load_average']} |")
+            f"{fmt(r['generator_us_per_request'], 1)} | {r['errors']} | {events} | {r['load_average']} |")
     for r in sorted(result["cross_check_runs"], key=lambda r: (r["workload"], r["server"], r["tool"], r["round"])):
         add(f"| xcheck {r['workload']} ({r['tool']}) | {r['server']} | {r['round']} | {fmt(r['qps'], 0)} | "
             f"{fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} | {fmt(r['server_cpu_s_per_1000'], 3)} | "
             f"{fmt(r['peak_rss_mib'], 1)} | {fmt(r['generator_whole_process_us_per_request'], 1)} (whole process) | "
-            f"{fmt(r['errors'], 0)} | {r['load_average']} |")
+            f"{fmt(r['errors'], 0)} | | {r['load_average']} |")
     add("")
     add("## Commands")
     add("")

@@ -59,6 +59,16 @@ fn node() -> SocketAddr {
             assert!(Instant::now() < deadline, "corekv did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Listening is not serving yet: the first put may wait about a
+        // second for the node to be ready, which would distort the first
+        // short run. One put first.
+        let args: Vec<String> = format!("put --total 1 --prefix /e2e/ready/ --key-size 16 --endpoints {addr}")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let Ok(Command::Run(ready)) = parse(&args) else { panic!("a valid command line") };
+        let put = run(&ready, false).expect("the first put runs");
+        assert_eq!(put.stats.ok(), 1, "the first put failed: {:?}", put.stats.errors_by_code());
         addr
     })
 }
@@ -144,4 +154,50 @@ fn a_duration_bound_run_stops_on_time_and_paces_to_its_rate() {
     let ok = paced.stats.ok();
     assert!((150..=210).contains(&ok), "{ok} requests in 1 s at 200/s");
     assert!(paced.elapsed < Duration::from_millis(1500), "{:?}", paced.elapsed);
+}
+
+#[test]
+fn every_watcher_gets_every_put_under_its_prefix_exactly_once() {
+    // 100 watchers over 10 prefixes: each put reaches 10 of them.
+    let w = run(
+        &options(
+            "watch --total 300 --threads 2 --conns 2 --clients 4 --watch-streams 4 --watchers-per-stream 25 \
+             --watch-prefixes 10 --prefix /e2e/w/ --val-size 32",
+        ),
+        false,
+    )
+    .expect("watch runs");
+    let watch = w.watch.as_ref().expect("a watch result");
+    assert_eq!((w.stats.ok(), w.stats.failed()), (300, 0));
+    assert_eq!((w.setup.counts.streams, w.setup.counts.watchers), (4, 100));
+    let d = &watch.delivery;
+    assert_eq!((d.expected, d.delivered, d.errors()), (3000, 3000, 0), "{d:?}");
+    assert_eq!((watch.canceled, watch.bad_responses, watch.stream_errors), (0, 0, 0), "{:?}", watch.first_error);
+    assert!(watch.drained && watch.events_per_second > 0.0);
+    assert_eq!(d.from_ack.len(), 3000);
+}
+
+#[test]
+fn puts_run_while_watchers_that_never_read_hold_their_streams() {
+    let slow = run(
+        &options(
+            "watch-slow --total 200 --clients 4 --slow-watchers 20 --slow-streams 4 --slow-conns 2 \
+             --prefix /e2e/slow/ --key-size 16 --val-size 1000",
+        ),
+        false,
+    )
+    .expect("watch-slow runs");
+    assert_eq!((slow.stats.ok(), slow.stats.failed()), (200, 0));
+    let c = &slow.setup.counts;
+    assert_eq!((c.watchers, c.streams, c.extra_conns), (20, 4, 2));
+}
+
+#[test]
+fn keep_alives_renew_granted_leases() {
+    let keep = run(&options("lease-keepalive --total 500 --threads 2 --conns 2 --clients 4 --leases 10"), false)
+        .expect("lease-keepalive runs");
+    assert_eq!((keep.stats.ok(), keep.stats.failed()), (500, 0));
+    let o = &keep.stats.outcomes;
+    assert_eq!((o.leases_expired, o.bad_replies), (0, 0));
+    assert_eq!((keep.setup.counts.leases, keep.setup.counts.streams), (10, 4));
 }

@@ -7,19 +7,24 @@
 //! bench/compare.sh runs it side by side with etcd.
 //!
 //! Code map: `args` (command line), `keys` (key space and order),
-//! `workload` (request encoding, reply reading), `stats` (histograms and
-//! errors), `run` (threads, runtimes, clients), `sys` (getrusage, /proc,
-//! machine), `report` (text and JSON). Everything but `run` and `sys` is
-//! sans-IO and unit-tested.
+//! `workload` (request encoding, reply reading), `watch` (watch keys,
+//! requests and the delivery check), `lease` (lease requests and replies),
+//! `stats` (histograms and errors), `run` (threads, runtimes, phases,
+//! clients), `streams` (the watch and lease streams' I/O), `sys`
+//! (getrusage, /proc, machine), `report` (text and JSON). Everything but
+//! `run`, `streams` and `sys` is sans-IO and unit-tested.
 
 mod args;
 #[cfg(test)]
 mod e2e;
 mod keys;
+mod lease;
 mod report;
 mod run;
 mod stats;
+mod streams;
 mod sys;
+mod watch;
 mod workload;
 
 use std::io::IsTerminal;
@@ -65,6 +70,12 @@ fn main() -> ExitCode {
     if result.stats.ok() == 0 {
         eprintln!("corekv-bench: no request succeeded");
         return ExitCode::from(3);
+    }
+    if let Some(watch) = &result.watch {
+        if watch.delivery.errors() + watch.canceled + watch.stream_errors + watch.bad_responses > 0 {
+            eprintln!("corekv-bench: watch events were not delivered exactly once (see \"delivery\")");
+            return ExitCode::from(4);
+        }
     }
     ExitCode::SUCCESS
 }

@@ -4,8 +4,10 @@
 
 use std::fmt::Write;
 
-use crate::args::{Options, Stop};
-use crate::run::RunResult;
+use hdrhistogram::Histogram;
+
+use crate::args::{Options, Stop, WorkloadKind};
+use crate::run::{RunResult, ServerUsage, WatchResult};
 use crate::stats::Summary;
 use crate::sys::Machine;
 
@@ -157,8 +159,30 @@ impl Report<'_> {
                 ("cpu_s", num(server.cpu.as_secs_f64())),
                 ("cpu_s_per_1000_requests", num(per(server.cpu.as_secs_f64() * 1000.0, s.ok + s.failed))),
                 ("peak_rss_kib", server.peak_rss_kib.map_or(Json::Null, int)),
+                (
+                    "rss_kib",
+                    Json::obj([
+                        ("connected", server.rss.connected.map_or(Json::Null, int)),
+                        ("streams_open", server.rss.streams_open.map_or(Json::Null, int)),
+                        ("set_up", server.rss.set_up.map_or(Json::Null, int)),
+                        ("end", server.rss.end.map_or(Json::Null, int)),
+                    ]),
+                ),
+                ("rss_kib_per_stream", opt_num(server.rss.per_stream_kib(r.setup.counts.streams))),
+                ("rss_kib_per_watcher", opt_num(server.rss.per_item_kib(r.setup.counts.watchers))),
+                ("rss_kib_per_lease", opt_num(server.rss.per_item_kib(r.setup.counts.leases))),
             ]),
         };
+        let c = &r.setup.counts;
+        let setup = Json::obj([
+            ("streams", int(c.streams)),
+            ("watchers", int(c.watchers)),
+            ("leases", int(c.leases)),
+            ("extra_conns", int(c.extra_conns)),
+            ("open_seconds", num(r.setup.open_elapsed.as_secs_f64())),
+            ("create_seconds", num(r.setup.create_elapsed.as_secs_f64())),
+        ]);
+        let watch = r.watch.as_ref().map_or(Json::Null, watch_json);
         Json::obj([
             ("tool", string("corekv-bench")),
             ("version", string(env!("CARGO_PKG_VERSION"))),
@@ -176,6 +200,7 @@ impl Report<'_> {
                 ]),
             ),
             ("config", config_json(o)),
+            ("setup", setup),
             (
                 "preload",
                 Json::obj([
@@ -214,6 +239,7 @@ impl Report<'_> {
                             ("keys_deleted", int(outcomes.keys_deleted)),
                             ("keys_read", int(outcomes.keys_read)),
                             ("bad_replies", int(outcomes.bad_replies)),
+                            ("leases_expired", int(outcomes.leases_expired)),
                         ]),
                     ),
                     ("ok_per_second", Json::Arr(r.stats.timeline.iter().map(|&n| int(n)).collect())),
@@ -231,6 +257,7 @@ impl Report<'_> {
                 ]),
             ),
             ("server", server),
+            ("watch", watch),
         ])
     }
 
@@ -287,11 +314,22 @@ impl Report<'_> {
         if o.keys_read > 0 {
             outcomes.push(format!("keys read {} ({:.1} per range)", o.keys_read, per(o.keys_read as f64, s.ok)));
         }
+        if o.leases_expired > 0 {
+            outcomes.push(format!("LEASES EXPIRED (keep-alive answered TTL 0) {}", o.leases_expired));
+        }
         if o.bad_replies > 0 {
             outcomes.push(format!("UNDECODABLE replies {}", o.bad_replies));
         }
         if !outcomes.is_empty() {
             line("outcomes", outcomes.join("; "));
+        }
+        if let Some(setup) = self.setup_text() {
+            line("set-up", setup);
+        }
+        if let Some(w) = &r.watch {
+            for (label, text) in watch_text(w) {
+                line(label, text);
+            }
         }
         let g = r.generator_cpu;
         line(
@@ -319,9 +357,185 @@ impl Report<'_> {
                     server.cpu.as_secs_f64() / s.elapsed_s.max(1e-9)
                 ),
             );
+            line("server RSS", self.rss_text(server));
         }
         out
     }
+
+    /// What was set up before measuring, if anything.
+    fn setup_text(&self) -> Option<String> {
+        let (c, r) = (&self.result.setup.counts, &self.result.setup);
+        let (open, create) = (r.open_elapsed.as_secs_f64(), r.create_elapsed.as_secs_f64());
+        match self.options.workload {
+            WorkloadKind::Watch => Some(format!(
+                "{} watch streams opened in {open:.2} s; {} watchers created in {create:.2} s",
+                c.streams, c.watchers
+            )),
+            WorkloadKind::WatchSlow => Some(format!(
+                "{} slow watchers on {} streams over {} connections of their own, created in {create:.2} s and \
+                 never read",
+                c.watchers, c.streams, c.extra_conns
+            )),
+            WorkloadKind::LeaseKeepAlive => Some(format!(
+                "{} leases granted (TTL {} s) and {} keep-alive streams opened in {create:.2} s",
+                c.leases, self.options.lease.ttl, c.streams
+            )),
+            _ => None,
+        }
+    }
+
+    /// The server's RSS at each phase, and per stream / watcher / lease.
+    fn rss_text(&self, server: &ServerUsage) -> String {
+        let mib = |kib: Option<u64>| kib.map_or("unknown".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let per = |kib: Option<f64>, what: &str| kib.map_or(String::new(), |k| format!(" ({k:+.2} KiB per {what})"));
+        let (c, rss) = (&self.result.setup.counts, &server.rss);
+        let mut text = format!("connected {}", mib(rss.connected));
+        if c.streams > 0 && self.options.workload != WorkloadKind::LeaseKeepAlive {
+            text += &format!(
+                "; {} streams open {}{}",
+                c.streams,
+                mib(rss.streams_open),
+                per(rss.per_stream_kib(c.streams), "stream")
+            );
+        }
+        if c.watchers > 0 {
+            text += &format!(
+                "; {} watchers {}{}",
+                c.watchers,
+                mib(rss.set_up),
+                per(rss.per_item_kib(c.watchers), "watcher")
+            );
+        } else if c.leases > 0 {
+            text += &format!("; {} leases {}{}", c.leases, mib(rss.set_up), per(rss.per_item_kib(c.leases), "lease"));
+        } else {
+            text += &format!("; set up {}", mib(rss.set_up));
+        }
+        text + &format!("; end {}", mib(rss.end))
+    }
+}
+
+/// Percentiles of a latency histogram (ns) in microseconds.
+fn percentiles(h: &Histogram<u64>) -> [(&'static str, f64); 8] {
+    let us = |nanos: u64| nanos as f64 / 1e3;
+    let at = |q: f64| if h.is_empty() { 0.0 } else { us(h.value_at_quantile(q)) };
+    let (min, mean, max) = if h.is_empty() { (0.0, 0.0, 0.0) } else { (us(h.min()), h.mean() / 1e3, us(h.max())) };
+    [
+        ("min", min),
+        ("mean", mean),
+        ("p50", at(0.5)),
+        ("p90", at(0.9)),
+        ("p99", at(0.99)),
+        ("p99_9", at(0.999)),
+        ("p99_99", at(0.9999)),
+        ("max", max),
+    ]
+}
+
+fn percentiles_json(h: &Histogram<u64>) -> Json {
+    Json::Obj(percentiles(h).into_iter().map(|(k, v)| (k.to_string(), num(v))).collect())
+}
+
+fn percentiles_text(h: &Histogram<u64>) -> String {
+    let p = percentiles(h);
+    let shown: Vec<String> =
+        p.iter().filter(|(k, _)| *k != "min").map(|(k, v)| format!("{} {}", k.replace('_', "."), ms(*v))).collect();
+    format!("{}  (ms)", shown.join("  "))
+}
+
+fn watch_json(w: &WatchResult) -> Json {
+    let d = &w.delivery;
+    Json::obj([
+        ("streams", int(w.layout.streams)),
+        ("watchers_per_stream", int(w.layout.per_stream)),
+        ("watchers", int(w.layout.watchers())),
+        ("prefixes", int(w.layout.prefixes)),
+        ("expected", int(d.expected)),
+        ("delivered", int(d.delivered)),
+        ("events_per_second", num(w.events_per_second)),
+        ("latency_from_ack_us", percentiles_json(&d.from_ack)),
+        ("latency_from_sent_us", percentiles_json(&d.from_sent)),
+        ("before_ack", int(d.before_ack)),
+        (
+            "errors",
+            Json::obj([
+                ("total", int(d.errors() + w.canceled + w.bad_responses + w.stream_errors)),
+                ("missing", int(d.missing)),
+                ("duplicates", int(d.duplicates)),
+                ("out_of_order", int(d.out_of_order)),
+                ("unmatched", int(d.unmatched)),
+                ("foreign", int(d.foreign)),
+                ("wrong_value", int(d.wrong_value)),
+                ("canceled", int(w.canceled)),
+                ("bad_responses", int(w.bad_responses)),
+                ("stream_errors", int(w.stream_errors)),
+                ("first_error", w.first_error.clone().map_or(Json::Null, string)),
+            ]),
+        ),
+        ("drain_s", num(w.drain.as_secs_f64())),
+        ("drained", Json::Bool(w.drained)),
+    ])
+}
+
+fn watch_text(w: &WatchResult) -> Vec<(&'static str, String)> {
+    let d = &w.delivery;
+    let l = &w.layout;
+    let faults = d.errors() + w.canceled + w.bad_responses + w.stream_errors;
+    let check = if faults == 0 {
+        "every event exactly once, in order".to_string()
+    } else {
+        format!(
+            "ERRORS: missing {}, duplicates {}, out of order {}, unmatched {}, foreign {}, wrong value {}, \
+             canceled {}, bad responses {}, stream errors {}{}",
+            d.missing,
+            d.duplicates,
+            d.out_of_order,
+            d.unmatched,
+            d.foreign,
+            d.wrong_value,
+            w.canceled,
+            w.bad_responses,
+            w.stream_errors,
+            w.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        )
+    };
+    vec![
+        (
+            "watchers",
+            format!(
+                "{} = {} streams x {}, on {} prefixes ({}..{} per prefix)",
+                l.watchers(),
+                l.streams,
+                l.per_stream,
+                l.prefixes,
+                l.watchers_of(l.prefixes - 1),
+                l.watchers_of(0)
+            ),
+        ),
+        (
+            "delivery",
+            format!(
+                "{} of {} expected events; {check}; drain {:.3} s{}",
+                d.delivered,
+                d.expected,
+                w.drain.as_secs_f64(),
+                if w.drained { "" } else { " (TIMED OUT)" }
+            ),
+        ),
+        ("events", format!("{:.1} delivered/s (start to last delivery)", w.events_per_second)),
+        ("event lat.", format!("put acknowledged -> event received: {}", percentiles_text(&d.from_ack))),
+        ("", format!("put sent -> event received:         {}", percentiles_text(&d.from_sent))),
+        (
+            "",
+            format!(
+                "{} of the events arrived before their put's reply reached the writer (counted as 0 after the ack)",
+                d.before_ack
+            ),
+        ),
+    ]
+}
+
+fn opt_num(x: Option<f64>) -> Json {
+    x.map_or(Json::Null, num)
 }
 
 /// The header printed before the run: what runs, where, on what.
@@ -334,7 +548,25 @@ pub fn header(command: &str, machine: &Machine, options: &Options) -> String {
     };
     let rate = o.rate.map_or("unlimited".to_string(), |r| format!("{r} req/s"));
     let mut shape = String::new();
-    if o.workload == crate::args::WorkloadKind::Range {
+    if o.workload == WorkloadKind::Watch {
+        shape = format!(
+            " {} streams x {} watchers on {} prefixes, drain up to {:.1} s",
+            o.watch.streams,
+            o.watch.watchers_per_stream,
+            o.watch.prefixes,
+            o.watch.drain.as_secs_f64()
+        );
+    }
+    if o.workload == WorkloadKind::WatchSlow {
+        shape = format!(
+            " {} non-reading watchers on {} streams over {} own connections",
+            o.slow.watchers, o.slow.streams, o.slow.conns
+        );
+    }
+    if o.workload == WorkloadKind::LeaseKeepAlive {
+        shape = format!(" {} leases of TTL {} s", o.lease.leases, o.lease.ttl);
+    }
+    if o.workload == WorkloadKind::Range {
         shape = format!(
             " {}{}{}{}",
             if o.serializable { "serializable" } else { "linearizable" },
@@ -393,6 +625,15 @@ fn config_json(o: &Options) -> Json {
         ("count_only", Json::Bool(o.count_only)),
         ("preload", int(o.preload)),
         ("seed", int(o.seed)),
+        ("watch_streams", int(o.watch.streams as u64)),
+        ("watchers_per_stream", int(o.watch.watchers_per_stream as u64)),
+        ("watch_prefixes", int(o.watch.prefixes as u64)),
+        ("watch_drain_s", num(o.watch.drain.as_secs_f64())),
+        ("slow_watchers", int(o.slow.watchers as u64)),
+        ("slow_streams", int(o.slow.streams as u64)),
+        ("slow_conns", int(o.slow.conns as u64)),
+        ("leases", int(o.lease.leases as u64)),
+        ("lease_ttl", int(o.lease.ttl)),
     ])
 }
 

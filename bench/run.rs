@@ -3,49 +3,57 @@
 //! hot path: each thread keeps its statistics, key picker and known
 //! revisions in thread-local cells and hands them to the main thread when
 //! its measured phase ends; the only cross-thread writes during the run are
-//! each thread's own progress counter.
+//! each thread's own counters (progress; for `watch`, events expected and
+//! received), each on its own cache line.
 //!
-//! Phases: connect and preload (not measured) -> every thread and the main
-//! thread meet at a barrier -> the main thread samples CPU counters -> all
-//! start together -> measure -> each thread reports -> the main thread
-//! samples again.
+//! Phases, each ending at a barrier of every thread and the main thread:
+//! connect (the main thread then reads the server's RSS) -> open streams
+//! (watch streams, confirmed by a progress request; RSS again) -> set up
+//! (preload, create watches, grant leases; RSS again, CPU counters) -> all
+//! start together -> measure -> (`watch`: drain outstanding events) ->
+//! each thread reports -> the main thread samples again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use corekv::api::grpc::{Code, GrpcClient};
 
-use crate::args::{Options, Stop};
+use crate::args::{Options, Stop, WorkloadKind};
 use crate::keys::KeyPicker;
 use crate::stats::Stats;
+use crate::streams::{self, Prepared, WatchThread};
 use crate::sys::{self, CpuTime};
+use crate::watch::{self, Delivery, Layout};
 use crate::workload::{ClientBuf, Outcomes, Workload};
 
 /// io_uring submission queue entries per generator runtime.
 const URING_ENTRIES: u32 = 4096;
 /// Preload tasks per thread at most (preload is not measured; this only
 /// keeps it quick without flooding the server).
-const PRELOAD_TASKS_MAX: usize = 256;
+pub(crate) const PRELOAD_TASKS_MAX: usize = 256;
 /// Pause after an UNAVAILABLE reply so a dead connection does not turn the
 /// client into a busy loop of instant failures.
-const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(1);
+pub(crate) const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(1);
 /// How long opening one connection (TCP and HTTP/2 handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the progress line is refreshed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the main thread looks at the drain of a `watch` run.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// What the measured phase and its preparation produced.
 #[derive(Debug)]
 pub struct RunResult {
     /// Every thread's measurements, merged.
     pub stats: Stats,
-    /// From the first thread's start to the last thread's end.
+    /// From the first thread's start to the last thread's end (for
+    /// `watch`: to the last writer's end; the drain is not counted).
     pub elapsed: Duration,
     /// CPU the generator threads used in the measured phase (the sum of
     /// each thread's own usage, so setup and preload are left out).
@@ -54,8 +62,12 @@ pub struct RunResult {
     /// main thread and runtime internals included.
     pub process_cpu: CpuTime,
     pub preload: PreloadResult,
+    /// Streams, watches and leases set up before measuring.
+    pub setup: SetupResult,
     /// The server's usage, with `--server-pid`.
     pub server: Option<ServerUsage>,
+    /// `watch`: what the watchers received, checked against the puts.
+    pub watch: Option<WatchResult>,
 }
 
 /// The unmeasured puts before the run.
@@ -67,6 +79,39 @@ pub struct PreloadResult {
     pub elapsed: Duration,
 }
 
+/// What each thread set up before measuring, summed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetupCounts {
+    /// Watch streams (`watch`: measured ones; `watch-slow`: slow ones) or
+    /// keep-alive streams.
+    pub streams: u64,
+    /// Watches created.
+    pub watchers: u64,
+    /// Leases granted.
+    pub leases: u64,
+    /// Connections opened besides `--conns` (`watch-slow`).
+    pub extra_conns: u64,
+}
+
+impl SetupCounts {
+    fn add(&mut self, other: &SetupCounts) {
+        self.streams += other.streams;
+        self.watchers += other.watchers;
+        self.leases += other.leases;
+        self.extra_conns += other.extra_conns;
+    }
+}
+
+/// The set-up phases: what they made and how long they took.
+#[derive(Clone, Debug, Default)]
+pub struct SetupResult {
+    pub counts: SetupCounts,
+    /// Opening streams (after connecting).
+    pub open_elapsed: Duration,
+    /// Preload, watch creation, lease grants.
+    pub create_elapsed: Duration,
+}
+
 /// A server process's use of the machine during the measured phase.
 #[derive(Clone, Debug)]
 pub struct ServerUsage {
@@ -76,6 +121,55 @@ pub struct ServerUsage {
     /// Peak resident set (VmHWM) at the end, in KiB: the process's lifetime
     /// peak, preload included.
     pub peak_rss_kib: Option<u64>,
+    /// Resident set (VmRSS) in KiB at each phase.
+    pub rss: RssSamples,
+}
+
+/// The server's VmRSS (KiB) after connecting, after opening streams,
+/// after set-up (watches created, leases granted) and at the end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssSamples {
+    pub connected: Option<u64>,
+    pub streams_open: Option<u64>,
+    pub set_up: Option<u64>,
+    pub end: Option<u64>,
+}
+
+impl RssSamples {
+    /// KiB per stream: the growth while opening `streams` streams.
+    pub fn per_stream_kib(&self, streams: u64) -> Option<f64> {
+        per_kib(self.connected?, self.streams_open?, streams)
+    }
+
+    /// KiB per watcher (or lease): the growth while creating `n` of them.
+    pub fn per_item_kib(&self, n: u64) -> Option<f64> {
+        per_kib(self.streams_open?, self.set_up?, n)
+    }
+}
+
+fn per_kib(before: u64, after: u64, n: u64) -> Option<f64> {
+    (n > 0).then(|| (after as f64 - before as f64) / n as f64)
+}
+
+/// `watch`: delivery checked, and the troubles the streams had.
+#[derive(Debug)]
+pub struct WatchResult {
+    pub layout: Layout,
+    pub delivery: Delivery,
+    /// Delivered events per second, from the start to the last delivery.
+    pub events_per_second: f64,
+    /// From the last writer's end until every expected event had come (or
+    /// `--watch-drain` ran out).
+    pub drain: Duration,
+    /// Every expected event arrived within the drain.
+    pub drained: bool,
+    /// Responses that cancelled a watch.
+    pub canceled: u64,
+    /// Responses that did not decode, or named an unknown watch.
+    pub bad_responses: u64,
+    /// Streams that ended while measuring, and the first reason.
+    pub stream_errors: u64,
+    pub first_error: Option<String>,
 }
 
 /// One thread's report.
@@ -85,31 +179,83 @@ struct ThreadResult {
     start: Instant,
     end: Instant,
     preload: PreloadResult,
+    setup: SetupCounts,
+    watch: Option<WatchThread>,
 }
 
-/// Every thread's progress counter, each on its own cache line.
-struct Progress {
-    done: Vec<PaddedCounter>,
+/// What the threads and the main thread share: per-thread counters (each
+/// written by its own thread only), the time origin of `watch` stamps and
+/// the main thread's word that the drain is over.
+pub(crate) struct Shared {
+    pub epoch: Instant,
+    pub threads: Vec<PerThread>,
+    pub stop: AtomicBool,
 }
 
 #[repr(align(64))]
 #[derive(Default)]
-struct PaddedCounter(AtomicU64);
+pub(crate) struct PerThread {
+    /// Requests completed.
+    pub done: AtomicU64,
+    /// `watch`: events the thread's acknowledged puts should produce.
+    pub expected: AtomicU64,
+    /// `watch`: events the thread's watchers received.
+    pub received: AtomicU64,
+    /// `watch`: the thread's writers have finished.
+    pub writers_done: AtomicBool,
+}
 
-impl Progress {
-    fn total(&self) -> u64 {
-        self.done.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+/// Adds `n` to a counter only its own thread writes (no atomic RMW).
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+impl Shared {
+    fn sum(&self, field: impl Fn(&PerThread) -> &AtomicU64) -> u64 {
+        self.threads.iter().map(|t| field(t).load(Ordering::Relaxed)).sum()
+    }
+
+    /// Nanoseconds from the epoch to `t`.
+    pub fn ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
 /// The meeting points of the threads and the main thread.
 struct Phases {
-    /// Connected and preloaded.
-    ready: Barrier,
+    /// Connected; streams open; set up (reused for each).
+    step: Barrier,
     /// Counters sampled: go.
     go: Barrier,
     /// The first thread that could not set up says why.
     setup_error: Mutex<Option<String>>,
+}
+
+impl Phases {
+    /// A thread ends a set-up phase: on failure it records why, and
+    /// either way it meets the others.
+    fn end_step<T>(&self, result: Result<T, String>) -> Option<T> {
+        let value = match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                set_setup_error(self, error);
+                None
+            }
+        };
+        self.step.wait();
+        value
+    }
+
+    /// The main thread waits for a set-up phase to end everywhere.
+    fn await_step(&self) -> Result<(), String> {
+        self.step.wait();
+        match self.setup_error.lock().expect("setup error lock").take() {
+            // The threads wait at the next barrier forever; the caller
+            // exits the process.
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Resolves `host:port` endpoints; the error names the one that failed.
@@ -132,10 +278,11 @@ pub fn share(total: u64, parts: usize, i: usize) -> u64 {
     total / parts + u64::from((i as u64) < total % parts)
 }
 
-/// The first connection index of thread `thread` (connections are numbered
-/// over all threads; connection `g` goes to endpoint `g % endpoints`).
-fn first_conn(conns: usize, threads: usize, thread: usize) -> usize {
-    (0..thread).map(|t| share(conns as u64, threads, t) as usize).sum()
+/// The first index of share `part` when `total` things are split into
+/// `parts` shares (connections and streams are numbered over all threads;
+/// connection `g` goes to endpoint `g % endpoints`).
+pub(crate) fn first_of_share(total: usize, parts: usize, part: usize) -> usize {
+    (0..part).map(|t| share(total as u64, parts, t) as usize).sum()
 }
 
 /// Runs the benchmark `options` describe.
@@ -143,20 +290,24 @@ pub fn run(options: &Options, show_progress: bool) -> Result<RunResult, String> 
     let addrs = Arc::new(resolve(&options.endpoints)?);
     let threads = options.threads;
     let phases = Arc::new(Phases {
-        ready: Barrier::new(threads + 1),
+        step: Barrier::new(threads + 1),
         go: Barrier::new(threads + 1),
         setup_error: Mutex::new(None),
     });
-    let progress = Arc::new(Progress { done: (0..threads).map(|_| PaddedCounter::default()).collect() });
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        threads: (0..threads).map(|_| PerThread::default()).collect(),
+        stop: AtomicBool::new(false),
+    });
     let (done_tx, done_rx) = mpsc::channel::<ThreadResult>();
     let mut handles = Vec::with_capacity(threads);
     for thread in 0..threads {
-        let (options, addrs, phases, progress, done_tx) =
-            (options.clone(), addrs.clone(), phases.clone(), progress.clone(), done_tx.clone());
+        let (options, addrs, phases, shared, done_tx) =
+            (options.clone(), addrs.clone(), phases.clone(), shared.clone(), done_tx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("bench-{thread}"))
             .spawn(move || {
-                if let Some(result) = thread_main(&options, &addrs, thread, &phases, progress) {
+                if let Some(result) = thread_main(&options, &addrs, thread, &phases, shared) {
                     let _ = done_tx.send(result);
                 }
             })
@@ -165,33 +316,59 @@ pub fn run(options: &Options, show_progress: bool) -> Result<RunResult, String> 
     }
     drop(done_tx);
 
-    phases.ready.wait();
-    if let Some(error) = phases.setup_error.lock().expect("setup error lock").take() {
-        // The threads wait at `go` forever; the caller exits the process.
-        return Err(error);
-    }
+    let rss = || options.server_pid.and_then(|pid| sys::rss_kib(pid).ok());
+    let mut samples = RssSamples::default();
+    phases.await_step()?;
+    samples.connected = rss();
+    let opening = Instant::now();
+    phases.await_step()?;
+    let open_elapsed = opening.elapsed();
+    samples.streams_open = rss();
+    let creating = Instant::now();
+    phases.await_step()?;
+    let create_elapsed = creating.elapsed();
+    samples.set_up = rss();
     let server_before = options.server_pid.map(sys::process_cpu).transpose().map_err(server_error(options))?;
     let process_before = sys::self_cpu();
     phases.go.wait();
     let started = Instant::now();
 
+    let watching = options.workload == WorkloadKind::Watch;
     let mut results = Vec::with_capacity(threads);
+    let mut last_progress = started;
+    let mut drain_from: Option<Instant> = None;
+    let (mut drain, mut drained) = (Duration::ZERO, false);
     while results.len() < threads {
-        match done_rx.recv_timeout(PROGRESS_INTERVAL) {
+        match done_rx.recv_timeout(POLL_INTERVAL) {
             Ok(result) => results.push(result),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if show_progress {
-                    print_progress(options, started.elapsed(), progress.total());
-                }
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err("a generator thread died".into()),
+        }
+        if show_progress && last_progress.elapsed() >= PROGRESS_INTERVAL {
+            last_progress = Instant::now();
+            print_progress(options, started.elapsed(), shared.sum(|t| &t.done));
+        }
+        let writers_done = shared.threads.iter().all(|t| t.writers_done.load(Ordering::Acquire));
+        if watching && writers_done && !shared.stop.load(Ordering::Relaxed) {
+            let from = *drain_from.get_or_insert_with(Instant::now);
+            let all_in = shared.sum(|t| &t.received) >= shared.sum(|t| &t.expected);
+            if all_in || from.elapsed() >= options.watch.drain {
+                (drain, drained) = (from.elapsed(), all_in);
+                shared.stop.store(true, Ordering::Release);
+            }
         }
     }
     let process_after = sys::self_cpu();
+    samples.end = rss();
     let server = match (options.server_pid, server_before) {
         (Some(pid), Some(before)) => {
             let after = sys::process_cpu(pid).map_err(server_error(options))?;
-            Some(ServerUsage { pid, cpu: after.saturating_sub(before), peak_rss_kib: sys::peak_rss_kib(pid).ok() })
+            Some(ServerUsage {
+                pid,
+                cpu: after.saturating_sub(before),
+                peak_rss_kib: sys::peak_rss_kib(pid).ok(),
+                rss: samples,
+            })
         }
         _ => None,
     };
@@ -205,6 +382,7 @@ pub fn run(options: &Options, show_progress: bool) -> Result<RunResult, String> 
     let mut stats = Stats::new();
     let mut generator_cpu = CpuTime::default();
     let mut preload = PreloadResult::default();
+    let mut counts = SetupCounts::default();
     for result in &results {
         stats.merge(&result.stats);
         generator_cpu = generator_cpu + result.cpu;
@@ -214,17 +392,63 @@ pub fn run(options: &Options, show_progress: bool) -> Result<RunResult, String> 
         if preload.first_error.is_none() {
             preload.first_error = result.preload.first_error.clone();
         }
+        counts.add(&result.setup);
     }
     let start = results.iter().map(|r| r.start).min().expect("at least one thread");
     let end = results.iter().map(|r| r.end).max().expect("at least one thread");
+    let watch = watching.then(|| {
+        let threads: Vec<WatchThread> = results.iter_mut().filter_map(|r| r.watch.take()).collect();
+        watch_result(options, &shared, start, threads, drain, drained)
+    });
     Ok(RunResult {
         stats,
         elapsed: end.duration_since(start),
         generator_cpu,
         process_cpu: process_after.saturating_sub(process_before),
         preload,
+        setup: SetupResult { counts, open_elapsed, create_elapsed },
         server,
+        watch,
     })
+}
+
+/// Merges the threads' watch records and checks delivery.
+fn watch_result(
+    options: &Options,
+    shared: &Shared,
+    start: Instant,
+    threads: Vec<WatchThread>,
+    drain: Duration,
+    drained: bool,
+) -> WatchResult {
+    let layout = Layout::new(&options.watch);
+    let mut puts = Vec::with_capacity(threads.iter().map(|t| t.puts.len()).sum());
+    let mut receipts = Vec::with_capacity(threads.iter().map(|t| t.receipts.len()).sum());
+    let (mut canceled, mut bad_responses, mut stream_errors, mut first_error) = (0, 0, 0, None);
+    for t in threads {
+        puts.extend(t.puts);
+        receipts.extend(t.receipts);
+        canceled += t.faults.canceled;
+        bad_responses += t.faults.bad_responses;
+        stream_errors += t.faults.stream_errors;
+        if first_error.is_none() {
+            first_error = t.faults.first_error;
+        }
+    }
+    let delivery = watch::check(&layout, puts, &receipts);
+    let span = delivery.last_recv_ns.saturating_sub(shared.ns(start)) as f64 / 1e9;
+    let events_per_second = if span > 0.0 { delivery.delivered as f64 / span } else { 0.0 };
+    WatchResult {
+        layout,
+        delivery,
+        events_per_second,
+        drain,
+        drained,
+        canceled,
+        bad_responses,
+        stream_errors,
+        first_error,
+    }
 }
 
 fn server_error(options: &Options) -> impl Fn(std::io::Error) -> String + '_ {
@@ -247,19 +471,18 @@ fn thread_main(
     addrs: &[SocketAddr],
     thread: usize,
     phases: &Phases,
-    progress: Arc<Progress>,
+    shared: Arc<Shared>,
 ) -> Option<ThreadResult> {
     let runtime =
         monoio::RuntimeBuilder::<monoio::FusionDriver>::new().with_entries(URING_ENTRIES).enable_timer().build();
     let mut runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
-            set_setup_error(phases, format!("thread {thread}: cannot start a monoio runtime: {e}"));
-            phases.ready.wait();
+            phases.end_step::<()>(Err(format!("thread {thread}: cannot start a monoio runtime: {e}")));
             return None;
         }
     };
-    runtime.block_on(thread_async(options, addrs, thread, phases, progress))
+    runtime.block_on(thread_async(options, addrs, thread, phases, shared))
 }
 
 fn set_setup_error(phases: &Phases, error: String) {
@@ -268,27 +491,48 @@ fn set_setup_error(phases: &Phases, error: String) {
 }
 
 /// What the client tasks of one thread share (all single-threaded).
-struct ThreadCtx {
-    workload: Workload,
-    picker: RefCell<KeyPicker>,
+pub(crate) struct ThreadCtx {
+    pub workload: Workload,
+    pub picker: RefCell<KeyPicker>,
     /// Last seen mod revision per key (CAS workloads only).
-    revisions: RefCell<HashMap<u64, i64>>,
-    stats: RefCell<Stats>,
-    budget: Budget,
-    pacer: Option<Pacer>,
-    start: Instant,
-    progress: Arc<Progress>,
-    thread: usize,
+    pub revisions: RefCell<HashMap<u64, i64>>,
+    pub stats: RefCell<Stats>,
+    pub budget: Budget,
+    pub pacer: Option<Pacer>,
+    pub start: Instant,
+    pub shared: Arc<Shared>,
+    pub thread: usize,
+}
+
+impl ThreadCtx {
+    /// One more request completed (the progress line counts them).
+    pub fn count_done(&self) {
+        bump(&self.shared.threads[self.thread].done, 1);
+    }
+
+    /// When the next request starts: its pacing slot (slept until), or now.
+    pub async fn begin(&self) -> Instant {
+        match &self.pacer {
+            Some(pacer) => {
+                let slot = pacer.slot();
+                if slot > Instant::now() {
+                    monoio::time::sleep_until(monoio::time::Instant::from_std(slot)).await;
+                }
+                slot
+            }
+            None => Instant::now(),
+        }
+    }
 }
 
 /// How many more requests a thread may start.
-enum Budget {
+pub(crate) enum Budget {
     Count(Cell<u64>),
     Until(Instant),
 }
 
 impl Budget {
-    fn take(&self) -> bool {
+    pub fn take(&self) -> bool {
         match self {
             Budget::Count(left) => match left.get() {
                 0 => false,
@@ -303,7 +547,7 @@ impl Budget {
 }
 
 /// Open-loop pacing: request `i` of a thread is due at `start + i / rate`.
-struct Pacer {
+pub(crate) struct Pacer {
     next: Cell<Instant>,
     interval: Duration,
 }
@@ -321,26 +565,22 @@ async fn thread_async(
     addrs: &[SocketAddr],
     thread: usize,
     phases: &Phases,
-    progress: Arc<Progress>,
+    shared: Arc<Shared>,
 ) -> Option<ThreadResult> {
     let threads = options.threads;
     let workload = Workload::new(options);
+    let clients = share(options.clients as u64, threads, thread) as usize;
+
+    let conns = phases.end_step(connect(options, addrs, thread).await)?;
+    let opened = phases.end_step(streams::open(options, addrs, &conns, thread).await)?;
     let mut revisions = HashMap::new();
     let setup = async {
-        let conns = connect(options, addrs, thread).await?;
-        let clients = share(options.clients as u64, threads, thread) as usize;
         let preload = preload(options, &workload, &conns, thread, clients, &mut revisions).await;
-        Ok::<_, String>((conns, clients, preload))
+        let prepared = streams::prepare(options, &conns, thread, clients, opened).await?;
+        Ok::<_, String>((preload, prepared))
     };
-    let (conns, clients, preload) = match setup.await {
-        Ok(ready) => ready,
-        Err(error) => {
-            set_setup_error(phases, error);
-            phases.ready.wait();
-            return None;
-        }
-    };
-    phases.ready.wait();
+    let (preload, prepared) = phases.end_step(setup.await)?;
+    let setup_counts = prepared.counts();
     phases.go.wait();
 
     let cpu_before = sys::thread_cpu();
@@ -363,24 +603,49 @@ async fn thread_async(
         budget,
         pacer,
         start,
-        progress,
+        shared: shared.clone(),
         thread,
     });
-    let tasks: Vec<_> =
-        (0..clients).map(|i| monoio::spawn(client(ctx.clone(), conns[i % conns.len()].clone()))).collect();
-    for task in tasks {
-        task.await;
-    }
-    let end = Instant::now();
+    let mut watch = None;
+    let end = match prepared {
+        // The slow watchers stay open, unread, until the thread ends.
+        Prepared::Kv | Prepared::Slow(_) => {
+            let tasks: Vec<_> =
+                (0..clients).map(|i| monoio::spawn(client(ctx.clone(), conns[i % conns.len()].clone()))).collect();
+            for task in tasks {
+                task.await;
+            }
+            Instant::now()
+        }
+        Prepared::Lease(lease) => {
+            lease.run(&ctx, &conns).await;
+            Instant::now()
+        }
+        Prepared::Watch(watching) => {
+            let (end, records) = watching.run(ctx.clone(), &conns, options, &shared).await;
+            watch = Some(records);
+            end
+        }
+    };
     let cpu = sys::thread_cpu().saturating_sub(cpu_before);
     let stats = ctx.stats.replace(Stats::new());
-    Some(ThreadResult { stats, cpu, start, end, preload })
+    Some(ThreadResult { stats, cpu, start, end, preload, setup: setup_counts, watch })
 }
 
 /// Opens this thread's share of the connections, spread over endpoints.
 async fn connect(options: &Options, addrs: &[SocketAddr], thread: usize) -> Result<Vec<GrpcClient>, String> {
-    let count = share(options.conns as u64, options.threads, thread) as usize;
-    let first = first_conn(options.conns, options.threads, thread);
+    connect_share(addrs, options.conns, options.threads, thread).await
+}
+
+/// Opens share `thread` of `total` connections numbered over `threads`.
+pub(crate) async fn connect_share(
+    addrs: &[SocketAddr],
+    total: usize,
+    threads: usize,
+    thread: usize,
+) -> Result<Vec<GrpcClient>, String> {
+    let count = share(total as u64, threads, thread) as usize;
+    let first = first_of_share(total, threads, thread);
     let mut conns = Vec::with_capacity(count);
     for g in first..first + count {
         let addr = addrs[g % addrs.len()];
@@ -463,16 +728,7 @@ async fn client(ctx: Rc<ThreadCtx>, conn: GrpcClient) {
         let index = if uses_key { ctx.picker.borrow_mut().next_index() } else { 0 };
         let known = if tracks { ctx.revisions.borrow().get(&index).copied().unwrap_or(0) } else { 0 };
         let request = workload.request(index, known, &mut buf);
-        let began = match &ctx.pacer {
-            Some(pacer) => {
-                let slot = pacer.slot();
-                if slot > Instant::now() {
-                    monoio::time::sleep_until(monoio::time::Instant::from_std(slot)).await;
-                }
-                slot
-            }
-            None => Instant::now(),
-        };
+        let began = ctx.begin().await;
         let reply = conn.unary(workload.path(), request).await;
         let done = Instant::now();
         match reply {
@@ -491,8 +747,7 @@ async fn client(ctx: Rc<ThreadCtx>, conn: GrpcClient) {
                 }
             }
         }
-        let counter = &ctx.progress.done[ctx.thread].0;
-        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        ctx.count_done();
     }
 }
 
@@ -511,7 +766,7 @@ mod tests {
 
     #[test]
     fn connections_are_numbered_over_threads() {
-        assert_eq!((0..3).map(|t| first_conn(10, 3, t)).collect::<Vec<_>>(), vec![0, 4, 7]);
+        assert_eq!((0..3).map(|t| first_of_share(10, 3, t)).collect::<Vec<_>>(), vec![0, 4, 7]);
     }
 
     #[test]
@@ -519,6 +774,18 @@ mod tests {
         let budget = Budget::Count(Cell::new(2));
         assert!(budget.take() && budget.take() && !budget.take());
         assert!(!Budget::Until(Instant::now()).take());
+    }
+
+    #[test]
+    fn rss_growth_is_split_per_stream_and_per_watcher() {
+        let rss = RssSamples { connected: Some(10_000), streams_open: Some(10_500), set_up: Some(30_500), end: None };
+        assert_eq!(rss.per_stream_kib(100), Some(5.0));
+        assert_eq!(rss.per_item_kib(10_000), Some(2.0));
+        assert_eq!(rss.per_item_kib(0), None);
+        assert_eq!(RssSamples::default().per_stream_kib(3), None);
+        // Memory given back while opening shows as negative, not hidden.
+        let shrank = RssSamples { connected: Some(100), streams_open: Some(90), ..Default::default() };
+        assert_eq!(shrank.per_stream_kib(10), Some(-1.0));
     }
 
     #[test]

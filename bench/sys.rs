@@ -91,6 +91,13 @@ pub fn peak_rss_kib(pid: i32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/status: no VmHWM")))
 }
 
+/// Resident set size (VmRSS) of process `pid` now, in KiB.
+pub fn rss_kib(pid: i32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_status_kib(&status, "VmRSS")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/status: no VmRSS")))
+}
+
 /// A `Name:   1234 kB` line of /proc/<pid>/status or /proc/meminfo.
 pub fn parse_status_kib(status: &str, name: &str) -> Option<u64> {
     status.lines().find_map(|line| {
@@ -170,6 +177,8 @@ mod tests {
         let pid = std::process::id() as i32;
         assert!(process_cpu(pid).is_ok());
         assert!(peak_rss_kib(pid).unwrap() > 0);
+        assert!(rss_kib(pid).unwrap() > 0);
+        assert!(rss_kib(pid).unwrap() <= peak_rss_kib(pid).unwrap());
         let before = thread_cpu();
         let mut x = 0u64;
         for i in 0..10_000_000u64 {

@@ -18,7 +18,7 @@ use prost::Message;
 use crate::args::{Options, WorkloadKind};
 use crate::keys::KeySpace;
 
-const PUT: &str = "/etcdserverpb.KV/Put";
+pub(crate) const PUT: &str = "/etcdserverpb.KV/Put";
 const RANGE: &str = "/etcdserverpb.KV/Range";
 const TXN: &str = "/etcdserverpb.KV/Txn";
 const DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";
@@ -36,6 +36,8 @@ pub struct Outcomes {
     pub keys_read: u64,
     /// Replies that did not decode as the expected message.
     pub bad_replies: u64,
+    /// Keep-alives answered with TTL 0: the lease no longer existed.
+    pub leases_expired: u64,
 }
 
 impl Outcomes {
@@ -46,6 +48,7 @@ impl Outcomes {
         self.keys_deleted += other.keys_deleted;
         self.keys_read += other.keys_read;
         self.bad_replies += other.bad_replies;
+        self.leases_expired += other.leases_expired;
     }
 }
 
@@ -70,7 +73,10 @@ impl Template {
         let b = make(Bytes::from(vec![0x55; key_size]));
         assert_eq!(a.len(), b.len(), "a template's length must not depend on its key's bytes");
         let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-        assert!(!differ.is_empty() && differ.len().is_multiple_of(key_size), "the key must appear whole in the template");
+        assert!(
+            !differ.is_empty() && differ.len().is_multiple_of(key_size),
+            "the key must appear whole in the template"
+        );
         let key_offsets: Vec<usize> = differ
             .chunks(key_size)
             .map(|run| {
@@ -135,7 +141,11 @@ impl Workload {
         let value = value_bytes(options.val_size);
         let key_size = options.key_size;
         let (path, shape) = match options.workload {
-            WorkloadKind::Put => return Workload::put(keys, value),
+            // watch-slow is put; watch and lease-keepalive build their
+            // requests elsewhere (`watch`, `lease`) and preload nothing.
+            WorkloadKind::Put | WorkloadKind::WatchSlow | WorkloadKind::Watch | WorkloadKind::LeaseKeepAlive => {
+                return Workload::put(keys, value)
+            }
             WorkloadKind::Range if options.range_prefix => {
                 let (key, range_end) = keys.prefix_range();
                 let request = RangeRequest {
@@ -240,7 +250,9 @@ impl Workload {
     /// CAS txns; 0 means the key is absent).
     pub fn observe(&self, reply: Bytes, outcomes: &mut Outcomes) -> Option<i64> {
         let observed = match self.kind {
-            WorkloadKind::Put => PutResponse::decode(reply).map(|r| Some(revision_of(r.header))),
+            WorkloadKind::Put | WorkloadKind::WatchSlow | WorkloadKind::Watch | WorkloadKind::LeaseKeepAlive => {
+                PutResponse::decode(reply).map(|r| Some(revision_of(r.header)))
+            }
             WorkloadKind::Range => RangeResponse::decode(reply).map(|r| {
                 outcomes.keys_read += if r.kvs.is_empty() { r.count.max(0) as u64 } else { r.kvs.len() as u64 };
                 None
