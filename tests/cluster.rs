@@ -6,6 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,22 +22,29 @@ struct Cluster {
 impl Cluster {
     /// Starts `n` members of a new cluster.
     fn start(name: &str, n: usize) -> Cluster {
+        Cluster::start_with(name, n, |s, _| s.peer_addr())
+    }
+
+    /// Starts `n` members of a new cluster whose members reach member `i`
+    /// at `advertised(member, i)` (its own peer address, or a relay's).
+    fn start_with(name: &str, n: usize, advertised: impl Fn(&Server, usize) -> SocketAddr) -> Cluster {
         let mut members: Vec<Server> =
             (0..n).map(|i| Server::prepare(Kind::Corekv, &format!("{name}-{i}"), &[])).collect();
-        let peer = |s: &Server| format!("http://{}", s.peer_addr());
-        let initial: Vec<String> = members.iter().enumerate().map(|(i, s)| format!("m{i}={}", peer(s))).collect();
+        let initial: Vec<String> =
+            members.iter().enumerate().map(|(i, s)| format!("m{i}=http://{}", advertised(s, i))).collect();
         let initial = initial.join(",");
         for (i, s) in members.iter_mut().enumerate() {
-            let p = peer(s);
+            let listen = format!("http://{}", s.peer_addr());
+            let advertise = format!("http://{}", advertised(s, i));
             s.set_flags(&[
                 "--cores",
                 "2",
                 "--name",
                 &format!("m{i}"),
                 "--listen-peer-urls",
-                &p,
+                &listen,
                 "--initial-advertise-peer-urls",
-                &p,
+                &advertise,
                 "--initial-cluster",
                 &initial,
                 "--initial-cluster-state",
@@ -238,4 +247,239 @@ async fn five_members_serve_with_a_majority_and_refuse_without_one() {
     cluster.leader().await;
     let all = converged(&cluster, "/").await;
     assert!(all.contains_key("/majority"));
+}
+
+/// etcdctl (Debian's etcd-client) against `endpoints`: its stdout, or the
+/// failure with its output.
+fn etcdctl(endpoints: &str, args: &[&str]) -> String {
+    let etcdctl = std::env::var("COREKV_ETCDCTL").unwrap_or_else(|_| "etcdctl".into());
+    let out = std::process::Command::new(&etcdctl)
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoints)
+        .arg("--dial-timeout=5s")
+        .arg("--command-timeout=20s")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{etcdctl} did not run ({e}); install Debian's etcd-client"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "etcdctl {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_listed_with_their_urls_and_leadership_moves_on_request() {
+    let cluster = Cluster::start("roster", 3);
+    let leader = cluster.leader().await;
+    let mut ids = Vec::new();
+    for s in &cluster.members {
+        let mut c = connect(s).await.expect("connect");
+        ids.push(c.status().await.expect("status").header().expect("header").member_id());
+    }
+    // Every member publishes its name and client URLs through the log;
+    // every member lists all of them, by ID.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for s in &cluster.members {
+        let mut c = connect(s).await.expect("connect");
+        loop {
+            let list = c.member_list().await.expect("member list");
+            let members = list.members();
+            assert_eq!(members.len(), 3);
+            assert!(members.windows(2).all(|w| w[0].id() < w[1].id()), "listed by ID");
+            if members.iter().all(|m| !m.client_urls().is_empty()) {
+                for (i, m) in cluster.members.iter().enumerate() {
+                    let listed = members.iter().find(|x| x.id() == ids[i]).expect("every member is listed");
+                    assert_eq!(listed.name(), format!("m{i}"));
+                    assert_eq!(listed.peer_urls(), [format!("http://{}", m.peer_addr())]);
+                    assert_eq!(listed.client_urls(), [m.endpoint()]);
+                    assert!(!listed.is_learner());
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "not every member published: {members:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // MoveLeader: refused by a follower and for a stranger, done by the
+    // leader for a member.
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    let mut c = connect(&cluster.members[follower]).await.expect("connect");
+    let err = c.move_leader(ids[leader]).await.expect_err("a follower cannot move leadership");
+    assert_eq!(common::status_of(&err), (9, "etcdserver: not leader".to_string()));
+    let mut c = connect(&cluster.members[leader]).await.expect("connect");
+    let err = c.move_leader(12345).await.expect_err("a stranger cannot lead");
+    assert_eq!(common::status_of(&err), (9, "etcdserver: bad leader transferee".to_string()));
+    c.move_leader(ids[follower]).await.expect("move leader");
+    assert_eq!(cluster.leader().await, follower, "the target leads once MoveLeader returns");
+    let mut c = connect(&cluster.members[follower]).await.expect("connect");
+    c.put("/after-move", "ok", None).await.expect("the new leader serves writes");
+
+    // etcdctl sees the same: member list, endpoint status over the cluster
+    // found through any one member, and move-leader.
+    let one = cluster.members[leader].endpoint();
+    let list = etcdctl(&one, &["member", "list"]);
+    for i in 0..3 {
+        let line = list.lines().find(|l| l.contains(&format!(", m{i}, "))).unwrap_or_else(|| panic!("m{i}: {list}"));
+        assert!(line.contains(", started, ") && line.ends_with(", false"), "{line}");
+        assert!(line.contains(&cluster.members[i].endpoint()), "{line}");
+    }
+    let status = etcdctl(&one, &["endpoint", "status", "--cluster", "-w", "json"]);
+    for i in 0..3 {
+        assert!(status.contains(&cluster.members[i].endpoint()), "{status}");
+    }
+    let leader_hex = format!("{:x}", ids[follower]);
+    let json_leader = format!("\"leader\":{}", ids[follower]);
+    assert!(status.matches(&json_leader).count() == 3, "every member names the new leader {leader_hex}: {status}");
+    // etcdctl finds the leader among the endpoints it is given.
+    let all: Vec<String> = cluster.members.iter().map(|s| s.endpoint()).collect();
+    let back = etcdctl(&all.join(","), &["move-leader", &format!("{:x}", ids[leader])]);
+    assert!(back.contains("Leadership transferred"), "{back}");
+    assert_eq!(cluster.leader().await, leader);
+}
+
+/// A fault-injecting UDP relay between the members of a cluster: member
+/// `i` is advertised at `front[i]`; a datagram from member `j` to `front[i]`
+/// leaves through a socket of the pair (j, i) towards member `i`, whose
+/// answers come back to that socket and go out of `front[i]` to `j`, so
+/// every QUIC connection sees the addresses it expects. Members in the cut
+/// set neither send nor receive.
+struct Relay {
+    front: Vec<SocketAddr>,
+    /// Bit `i`: member `i` is cut off.
+    cut: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Binds the front sockets; `start` wires them to the members.
+    fn bind(n: usize) -> (Relay, Vec<UdpSocket>) {
+        let sockets: Vec<UdpSocket> =
+            (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind a relay socket")).collect();
+        let front = sockets.iter().map(|s| s.local_addr().expect("local_addr")).collect();
+        let relay = Relay { front, cut: Arc::default(), stop: Arc::default(), threads: Vec::new() };
+        (relay, sockets)
+    }
+
+    /// Relays between the members' own peer addresses `back`.
+    fn start(&mut self, fronts: Vec<UdpSocket>, back: Vec<SocketAddr>) {
+        let n = back.len();
+        let tick = Some(Duration::from_millis(50));
+        let fronts: Vec<Arc<UdpSocket>> = fronts.into_iter().map(Arc::new).collect();
+        // pair[j][i]: carries j -> i, and i's answers back to j.
+        let mut pair: Vec<Vec<Option<Arc<UdpSocket>>>> = vec![vec![None; n]; n];
+        for (j, row) in pair.iter_mut().enumerate() {
+            for (i, slot) in row.iter_mut().enumerate() {
+                if i != j {
+                    *slot = Some(Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind a relay socket")));
+                }
+            }
+        }
+        let blocked = |cut: &AtomicU64, a: usize, b: usize| cut.load(Ordering::Relaxed) & (1 << a | 1 << b) != 0;
+        for i in 0..n {
+            let front = fronts[i].clone();
+            front.set_read_timeout(tick).expect("timeout");
+            let outs: Vec<Option<Arc<UdpSocket>>> = (0..n).map(|j| pair[j][i].clone()).collect();
+            let (members, cut, stop) = (back.clone(), self.cut.clone(), self.stop.clone());
+            self.threads.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((len, from)) = front.recv_from(&mut buf) else { continue };
+                    let Some(j) = members.iter().position(|a| *a == from) else { continue };
+                    if let Some(out) = &outs[j] {
+                        if !blocked(&cut, i, j) {
+                            let _ = out.send_to(&buf[..len], members[i]);
+                        }
+                    }
+                }
+            }));
+            for j in (0..n).filter(|&j| j != i) {
+                let sock = pair[j][i].clone().expect("a pair socket");
+                sock.set_read_timeout(tick).expect("timeout");
+                let (front, to, cut, stop) = (fronts[i].clone(), back[j], self.cut.clone(), self.stop.clone());
+                self.threads.push(std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok((len, _)) = sock.recv_from(&mut buf) else { continue };
+                        if !blocked(&cut, i, j) {
+                            let _ = front.send_to(&buf[..len], to);
+                        }
+                    }
+                }));
+            }
+        }
+    }
+
+    fn isolate(&self, member: usize) {
+        self.cut.store(1 << member, Ordering::Relaxed);
+    }
+
+    fn heal(&self) {
+        self.cut.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_refuses_with_etcds_errors_and_catches_up_when_healed() {
+    let (mut relay, fronts) = Relay::bind(3);
+    let front = relay.front.clone();
+    let cluster = Cluster::start_with("partition", 3, |_, i| front[i]);
+    relay.start(fronts, cluster.members.iter().map(|s| s.peer_addr()).collect());
+    let leader = cluster.leader().await;
+    let cut = (0..3).find(|&i| i != leader).expect("a follower");
+    let majority: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
+    let mut c = connect(&cluster.members[cut]).await.expect("connect");
+    c.put("/p/before", "1", None).await.expect("put before the partition");
+
+    relay.isolate(cut);
+    // The minority: writes and linearizable reads fail with etcd's errors,
+    // serializable reads still answer from its own (stale) state.
+    let refused = |e: &etcd_client::Error| {
+        let (code, msg) = common::status_of(e);
+        code == common::code::UNAVAILABLE && (msg == "etcdserver: no leader" || msg == "etcdserver: request timed out")
+    };
+    let mut c = connect(&cluster.members[cut]).await.expect("connect");
+    let err = c.put("/p/minority", "x", None).await.expect_err("an isolated member must not commit");
+    assert!(refused(&err), "{err:?}");
+    let err = c.get("/p/before", None).await.expect_err("nor read linearizably");
+    assert!(refused(&err), "{err:?}");
+    let stale = c.get("/p/", Some(GetOptions::new().with_prefix().with_serializable())).await.expect("serializable");
+    assert_eq!(stale.count(), 1);
+    // The majority elects (if it must) and serves.
+    let mut n = 0;
+    for &i in &majority {
+        let mut c = connect(&cluster.members[i]).await.expect("connect");
+        for _ in 0..50 {
+            c.put(format!("/p/majority/{n:03}"), "y", None).await.expect("the majority keeps writing");
+            n += 1;
+        }
+        c.get("/p/before", None).await.expect("and reading linearizably");
+    }
+
+    relay.heal();
+    // Healed, the minority catches up and serves linearizable reads again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = connect(&cluster.members[cut]).await.expect("connect");
+        match c.get("/p/majority/", Some(GetOptions::new().with_prefix().with_count_only())).await {
+            Ok(r) if r.count() == n => break,
+            Ok(_) | Err(_) => {}
+        }
+        assert!(Instant::now() < deadline, "the healed member did not catch up within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut c = connect(&cluster.members[cut]).await.expect("connect");
+    c.put("/p/after", "z", None).await.expect("the healed member writes again");
+    let all = converged(&cluster, "/p/").await;
+    assert_eq!(all.len(), n as usize + 2, "before, {n} majority writes, after");
+    assert!(!all.contains_key("/p/minority"), "the refused write never committed");
 }

@@ -77,6 +77,39 @@ pub trait Backend: 'static {
     fn hash_kv(&self, rev: i64) -> LocalBoxFuture<'static, Result<(u32, i64, i64), ApplyError>>;
     /// `--experimental-watch-progress-notify-interval`.
     fn progress_interval(&self) -> Duration;
+    /// The cluster's members, by ID.
+    fn members(&self) -> Vec<MemberInfo>;
+    /// etcd's MoveLeader: hands leadership to `target` and waits until it
+    /// leads.
+    fn move_leader(&self, target: u64) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+}
+
+/// One member, as MemberList shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its ID.
+    pub id: u64,
+    /// Its name; empty until it published its attributes.
+    pub name: String,
+    /// Its peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Its client URLs; empty until it published its attributes.
+    pub client_urls: Vec<String>,
+    /// Whether it is a learner.
+    pub is_learner: bool,
+}
+
+/// Why a cluster operation failed (etcd's errors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterError {
+    /// This member does not lead.
+    NotLeader,
+    /// The target is not a voting member.
+    BadTransferee,
+    /// The transfer did not finish within the request timeout.
+    TransferTimeout,
+    /// The node is shutting down.
+    Stopped,
 }
 
 /// A granted lease.

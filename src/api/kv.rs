@@ -332,7 +332,9 @@ fn ops_pb(responses: Vec<Response>, rev_before: i64, rev_after: i64, wrote: &mut
                     })
                 }
                 // Not an op of a Txn.
-                Response::Compact | Response::Lease => R::ResponseRange(pb::RangeResponse::default()),
+                Response::Compact | Response::Lease | Response::Published => {
+                    R::ResponseRange(pb::RangeResponse::default())
+                }
             };
             pb::ResponseOp { response: Some(response) }
         })

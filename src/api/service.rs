@@ -7,7 +7,9 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::backend::Backend;
-use super::grpc::{CallContext, HttpReply, LocalBoxFuture, MethodKind, RequestStream, ResponseSink, Service, Status};
+use super::grpc::{
+    CallContext, Code, HttpReply, LocalBoxFuture, MethodKind, RequestStream, ResponseSink, Service, Status,
+};
 use super::kv::{self, Limits};
 use super::proto::etcdserverpb as pb;
 
@@ -104,6 +106,19 @@ fn not_yet(path: &str) -> Status {
     Status::unimplemented(format!("corekv: {} is not implemented yet", path.trim_start_matches('/')))
 }
 
+/// etcd's gRPC status for a failed cluster operation.
+fn cluster_error(e: super::backend::ClusterError) -> Status {
+    use super::backend::ClusterError as E;
+    match e {
+        E::NotLeader => Status::new(Code::FailedPrecondition, "etcdserver: not leader"),
+        E::BadTransferee => Status::new(Code::FailedPrecondition, "etcdserver: bad leader transferee"),
+        E::TransferTimeout => {
+            Status::new(Code::Unknown, "etcdserver: request timed out, leader transfer took too long")
+        }
+        E::Stopped => Status::unavailable("etcdserver: server stopped"),
+    }
+}
+
 /// The etcd services over one reactor's [`Backend`].
 pub struct EtcdService<B: Backend> {
     backend: B,
@@ -125,6 +140,26 @@ impl<B: Backend> EtcdService<B> {
             "/etcdserverpb.KV/Txn" => kv::txn(b, body, &self.limits).await,
             "/etcdserverpb.KV/Compact" => kv::compact(b, body).await,
             "/etcdserverpb.Maintenance/Status" => Ok(self.status()),
+            "/etcdserverpb.Cluster/MemberList" => {
+                let _: pb::MemberListRequest = super::kv::decode(&body)?;
+                let members = b
+                    .members()
+                    .into_iter()
+                    .map(|m| pb::Member {
+                        id: m.id,
+                        name: m.name,
+                        peer_ur_ls: m.peer_urls,
+                        client_ur_ls: m.client_urls,
+                        is_learner: m.is_learner,
+                    })
+                    .collect();
+                Ok(Bytes::from(pb::MemberListResponse { header: self.header(), members }.encode_to_vec()))
+            }
+            "/etcdserverpb.Maintenance/MoveLeader" => {
+                let r: pb::MoveLeaderRequest = super::kv::decode(&body)?;
+                b.move_leader(r.target_id).await.map_err(cluster_error)?;
+                Ok(Bytes::from(pb::MoveLeaderResponse { header: self.header() }.encode_to_vec()))
+            }
             "/etcdserverpb.Maintenance/HashKV" => {
                 let r: pb::HashKvRequest = super::kv::decode(&body)?;
                 let (hash, compact_revision, rev) = b.hash_kv(r.revision).await.map_err(super::kv::apply_error)?;
@@ -151,6 +186,18 @@ impl<B: Backend> EtcdService<B> {
             "/v3lockpb.Lock/Unlock" => super::lock::unlock(b, body).await,
             other => Err(not_yet(other)),
         }
+    }
+
+    /// A response header at the current revision.
+    fn header(&self) -> Option<pb::ResponseHeader> {
+        let s = self.backend.status();
+        let id = self.backend.identity();
+        Some(pb::ResponseHeader {
+            cluster_id: id.cluster_id,
+            member_id: id.member_id,
+            revision: s.revision,
+            raft_term: s.raft_term,
+        })
     }
 
     fn status(&self) -> Bytes {

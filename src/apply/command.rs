@@ -66,6 +66,22 @@ pub enum Command {
     /// etcd's `LeaseRevoke`, also proposed by the leader when a lease
     /// expires: deletes the lease's keys in one revision.
     LeaseRevoke(LeaseRevoke),
+    /// A member's attributes (etcd's "publish"): its name and client URLs,
+    /// replicated so that every member lists every member's client URLs.
+    /// Takes no revision and touches no key.
+    Publish(Publish),
+}
+
+/// A member's published attributes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Publish {
+    /// The member's ID.
+    pub member: u64,
+    /// Its `--name`.
+    pub name: String,
+    /// Its `--advertise-client-urls`.
+    pub client_urls: Vec<String>,
 }
 
 /// Grants a lease.

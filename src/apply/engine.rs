@@ -86,6 +86,8 @@ pub struct Applied {
     pub events: Vec<Event>,
     /// Leases granted and revoked, in order.
     pub lease_changes: Vec<LeaseChange>,
+    /// Member attributes published, in order (shard 0 only).
+    pub published: Vec<crate::apply::command::Publish>,
 }
 
 /// A small set of shards.
@@ -165,7 +167,7 @@ fn reads_state(cmd: &ArchivedCommand) -> bool {
     match cmd {
         ArchivedCommand::Put(p) => p.ignore_value || p.ignore_lease,
         ArchivedCommand::DeleteRange(_) | ArchivedCommand::Txn(_) | ArchivedCommand::LeaseRevoke(_) => true,
-        ArchivedCommand::Compact(_) | ArchivedCommand::LeaseGrant(_) => false,
+        ArchivedCommand::Compact(_) | ArchivedCommand::LeaseGrant(_) | ArchivedCommand::Publish(_) => false,
     }
 }
 
@@ -192,6 +194,11 @@ fn cmd_info(cmd: &ArchivedCommand, map: &RangeMap, me: ShardId, base: i64) -> Cm
             // Every shard keeps the lease table and a revoke deletes keys
             // anywhere; shard 0 alone answers.
             return CmdInfo { involves_me: true, replies: me == ShardId(0), parts_total: 1, barrier: false };
+        }
+        ArchivedCommand::Publish(_) => {
+            // Shard 0 keeps the member table and answers.
+            let zero = me == ShardId(0);
+            return CmdInfo { involves_me: zero, replies: zero, parts_total: 1, barrier: false };
         }
     }
     if set.len() == 0 {
@@ -417,6 +424,15 @@ impl<'b, 'm> BatchRun<'b, 'm> {
                     Ok(())
                 }
             }
+            ArchivedCommand::Publish(p) => {
+                planner.parts.push(Part::Published);
+                planner.actions.push(Action::Publish {
+                    member: p.member.to_native(),
+                    name: p.name.as_str(),
+                    client_urls: p.client_urls.iter().map(|u| u.as_str()).collect(),
+                });
+                Ok(())
+            }
             ArchivedCommand::LeaseRevoke(r) => {
                 let id = r.id.to_native();
                 if !lease_exists(id) {
@@ -505,7 +521,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
     ) -> Applied {
         debug_assert!(self.done(), "apply before every segment was absorbed");
         let (member, boot) = origin;
-        let mut out = Effects { events: want_events.then(Vec::new), lease_changes: Vec::new() };
+        let mut out = Effects { events: want_events.then(Vec::new), lease_changes: Vec::new(), published: Vec::new() };
         let mut replies = Vec::new();
         let mut rev_before = self.base_rev;
         for (c, item) in self.batch.items.iter().enumerate() {
@@ -546,6 +562,7 @@ impl<'b, 'm> BatchRun<'b, 'm> {
             compact_rev: self.compact_rev,
             events: out.events.unwrap_or_default(),
             lease_changes: out.lease_changes,
+            published: out.published,
         }
     }
 }
@@ -564,6 +581,7 @@ fn check_compact(r: i64, current: i64, compacted: i64) -> Result<(), ApplyError>
 struct Effects {
     events: Option<Vec<Event>>,
     lease_changes: Vec<LeaseChange>,
+    published: Vec<crate::apply::command::Publish>,
 }
 
 /// The key-value a put writes, derived from the version it replaces as
@@ -643,6 +661,13 @@ fn execute<S: MvccStore + ?Sized>(
         Action::LeaseRevoke { id } => {
             leases.revoke(id);
             out.lease_changes.push(LeaseChange::Revoked { id });
+        }
+        Action::Publish { member, name, client_urls } => {
+            out.published.push(crate::apply::command::Publish {
+                member,
+                name: name.to_owned(),
+                client_urls: client_urls.into_iter().map(str::to_owned).collect(),
+            });
         }
     }
 }

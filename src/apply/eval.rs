@@ -570,6 +570,15 @@ pub enum Action<'b> {
         /// The lease.
         id: i64,
     },
+    /// Record a member's published attributes.
+    Publish {
+        /// The member.
+        member: u64,
+        /// Its name.
+        name: &'b str,
+        /// Its client URLs.
+        client_urls: Vec<&'b str>,
+    },
 }
 
 /// One node of a reply, as one shard fills it; the shards' replies for one
@@ -612,6 +621,8 @@ pub enum Part {
     Compact,
     /// A lease grant's or revoke's reply.
     Lease,
+    /// A publish's reply.
+    Published,
 }
 
 /// Which written keys belong to the planning shard.

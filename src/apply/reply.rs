@@ -42,6 +42,8 @@ pub enum Response {
     Compact,
     /// A lease grant's or revoke's response.
     Lease,
+    /// A publish's response.
+    Published,
 }
 
 /// A command's outcome: the store's revision after it and its response.
@@ -112,5 +114,6 @@ fn build(shards: &mut [Vec<Part>], i: usize) -> Response {
         }
         Part::Compact => Response::Compact,
         Part::Lease => Response::Lease,
+        Part::Published => Response::Published,
     }
 }

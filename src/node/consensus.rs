@@ -98,6 +98,13 @@ impl Consensus {
         self.proposals.wake();
     }
 
+    /// Asks raft-rs to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: MemberId) -> Result<(), crate::raft::TransferError> {
+        let r = self.core.borrow_mut().transfer_leader(to);
+        self.wake();
+        r
+    }
+
     /// A ReadIndex: the commit index a linearizable read must wait for.
     pub fn read_index(&self) -> Receiver<ReadIndexResult> {
         let (tx, rx) = oneshot();
@@ -262,6 +269,14 @@ impl Consensus {
         if reads.waiting.is_empty() {
             return;
         }
+        // Without a leader, reads wait as proposals do (see `propose`),
+        // then fail with etcd's "no leader".
+        if core.leader().is_none() {
+            if self.leaderless_since.get().is_some_and(|since| since.elapsed() >= self.leader_wait) {
+                reads.waiting.drain(..).for_each(|tx| tx.send(Err(ApplyError::NoLeader)));
+            }
+            return;
+        }
         // A leader answers reads only once it committed an entry of its
         // term; until then they wait here.
         if core.role() == Role::Leader && !core.committed_in_term() {
@@ -287,6 +302,8 @@ impl Consensus {
                 Ok(None) => break,
                 Err(e) => fatal(&format!("raft: {e}")),
             };
+            // Replies to what this Ready commits carry the new term.
+            node.on_raft_progress(self.core.borrow().term(), self.core.borrow().last_index());
             if let Some(ss) = rd.soft_state {
                 let last = self.core.borrow().last_index();
                 node.on_leadership(ss.leader, ss.role == Role::Leader, last);

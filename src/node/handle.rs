@@ -12,7 +12,9 @@ use super::msg::{Answer, Msg, Query, ReadError, ReadReply, ReadReq};
 use super::sequencer::Proposals;
 use super::shard::{Shard, ShardLink, ShardState};
 use super::Shared;
-use crate::api::backend::{Backend, Identity, LeaseGranted, LeaseTtl, ReadResult, StatusInfo, WatchSession};
+use crate::api::backend::{
+    Backend, ClusterError, Identity, LeaseGranted, LeaseTtl, MemberInfo, ReadResult, StatusInfo, WatchSession,
+};
 use crate::api::grpc::LocalBoxFuture;
 use crate::apply::command::{Command, Item, Origin, Range};
 use crate::apply::range::{merge_parts, Shape};
@@ -98,6 +100,47 @@ impl NodeHandle {
         &self.0.shared
     }
 
+    pub(super) fn shared_arc(&self) -> Arc<Shared> {
+        self.0.shared.clone()
+    }
+
+    /// Shard 0 applied members' attributes.
+    pub(super) fn on_published(&self, published: Vec<crate::apply::command::Publish>) {
+        let mut table = self.0.shared.published.lock().unwrap_or_else(|p| p.into_inner());
+        for p in published {
+            table.insert(p.member, p);
+        }
+    }
+
+    /// etcd's MoveLeader, on the consensus reactor.
+    async fn move_leader_here(&self, target: u64) -> Result<(), ClusterError> {
+        let shared = &self.0.shared;
+        let voter = shared.initial_members.iter().any(|(id, _)| id.get() == target);
+        if !self.is_leader() {
+            return Err(ClusterError::NotLeader);
+        }
+        if !voter {
+            return Err(ClusterError::BadTransferee);
+        }
+        let from = shared.member.get();
+        crate::log_info!("leadership transfer starting", "local-member-id" => shared.member, "transferee-member-id" => crate::types::MemberId(target));
+        let started = std::time::Instant::now();
+        if target != from {
+            let Some(c) = self.0.consensus.borrow().clone() else { return Err(ClusterError::Stopped) };
+            if c.transfer_leader(crate::types::MemberId(target)).is_err() {
+                return Err(ClusterError::NotLeader);
+            }
+        }
+        while shared.stats.leader.load(Ordering::Relaxed) != target {
+            if started.elapsed() >= shared.request_timeout {
+                return Err(ClusterError::TransferTimeout);
+            }
+            monoio::time::sleep(shared.heartbeat).await;
+        }
+        crate::log_info!("leadership transfer finished", "old-leader-member-id" => shared.member, "new-leader-member-id" => crate::types::MemberId(target), "took" => format!("{:?}", started.elapsed()));
+        Ok(())
+    }
+
     pub(super) fn proposals(&self) -> Rc<Proposals> {
         match &self.0.proposals {
             Some(p) => p.clone(),
@@ -166,7 +209,7 @@ impl NodeHandle {
             Msg::Serve(index) => l.shard.serve_from(index),
             Msg::Remap(m) => l.shard.enqueue_remap(m),
             Msg::Transfer { version, histories } => l.shard.add_transfer(version, histories),
-            Msg::Ask { seq, from, q: q @ (Query::ReadIndex | Query::HashKv { .. }) } => {
+            Msg::Ask { seq, from, q: q @ (Query::ReadIndex | Query::HashKv { .. } | Query::MoveLeader { .. }) } => {
                 let this = self.clone();
                 monoio::spawn(async move {
                     let a = this.answer_later(q).await;
@@ -237,7 +280,7 @@ impl NodeHandle {
     /// Asks reactor `to` a question (answered at once if it is this one).
     pub(super) async fn ask(&self, to: ReactorId, q: Query) -> Option<Answer> {
         if to == self.0.me {
-            if let Query::ReadIndex | Query::HashKv { .. } = q {
+            if let Query::ReadIndex | Query::HashKv { .. } | Query::MoveLeader { .. } = q {
                 return Some(self.answer_later(q).await);
             }
             return Some(self.answer(to, q));
@@ -275,6 +318,7 @@ impl NodeHandle {
             // Answered asynchronously (`answer_later`), never here.
             Query::ReadIndex => Answer::ReadIndex(Err(ApplyError::Stopped)),
             Query::HashKv { crc, .. } => Answer::Hash(crc),
+            Query::MoveLeader { .. } => Answer::Moved(Err(ClusterError::Stopped)),
         }
     }
 
@@ -287,6 +331,7 @@ impl NodeHandle {
                 self.0.shard.wait_rev(rev).await;
                 Answer::Hash(self.0.shard.hash_kv(rev, crc))
             }
+            Query::MoveLeader { target } => Answer::Moved(self.move_leader_here(target).await),
             other => self.answer(self.0.me, other),
         }
     }
@@ -576,6 +621,37 @@ impl Backend for NodeHandle {
     fn progress_interval(&self) -> std::time::Duration {
         self.0.shared.progress_interval
     }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        let shared = &self.0.shared;
+        let published = shared.published.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<MemberInfo> = shared
+            .peer_urls
+            .iter()
+            .map(|(id, peer_urls)| {
+                let p = published.get(&id.get());
+                MemberInfo {
+                    id: id.get(),
+                    name: p.map(|p| p.name.clone()).unwrap_or_default(),
+                    peer_urls: peer_urls.clone(),
+                    client_urls: p.map(|p| p.client_urls.clone()).unwrap_or_default(),
+                    is_learner: false,
+                }
+            })
+            .collect();
+        out.sort_by_key(|m| m.id);
+        out
+    }
+
+    fn move_leader(&self, target: u64) -> LocalBoxFuture<'static, Result<(), ClusterError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.ask(SEQUENCER, Query::MoveLeader { target }).await {
+                Some(Answer::Moved(r)) => r,
+                _ => Err(ClusterError::Stopped),
+            }
+        })
+    }
 }
 
 /// The shard's apply loop's way out to the reactor.
@@ -617,6 +693,10 @@ impl ShardLink for Link {
     fn map_changed(&self, map: Rc<RangeMap>) {
         *self.0 .0.map.borrow_mut() = map;
         self.0 .0.map_changed.notify();
+    }
+
+    fn on_published(&self, published: Vec<crate::apply::command::Publish>) {
+        self.0.on_published(published);
     }
 
     fn applied_effects(&self, leases: &[LeaseChange], events: Vec<Event>, rev: i64) {

@@ -108,6 +108,13 @@ pub struct Shared {
     request_timeout: Duration,
     /// Every initial member: ID and peer addresses (this one included).
     initial_members: Vec<(MemberId, Vec<SocketAddr>)>,
+    /// Every initial member's ID and peer URLs, as MemberList shows them.
+    peer_urls: Vec<(MemberId, Vec<String>)>,
+    /// Members' published names and client URLs, by member ID (kept by
+    /// shard 0 as the log applies them).
+    published: Mutex<std::collections::BTreeMap<u64, crate::apply::command::Publish>>,
+    /// This member's `--advertise-client-urls`.
+    client_urls: Vec<String>,
     /// Where this member's peer transport listens (UDP).
     peer_listen: Option<SocketAddr>,
     /// `--initial-cluster-token`.
@@ -225,6 +232,23 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         election_timeout: config.election_timeout,
         request_timeout: Duration::from_secs(5) + 2 * config.election_timeout,
         initial_members: initial_members(config)?,
+        peer_urls: {
+            let ids = config.initial_member_ids();
+            config
+                .initial_cluster
+                .iter()
+                .filter_map(|m| {
+                    let id = ids.iter().find(|(n, _)| *n == m.name)?.1;
+                    Some((id, m.peer_urls.iter().map(|u| u.as_str().trim_end_matches('/').to_string()).collect()))
+                })
+                .collect()
+        },
+        published: Mutex::new(Default::default()),
+        client_urls: config
+            .advertise_client_urls
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .collect(),
         peer_listen: config.listen_peer_urls.iter().find_map(|u| u.socket_addrs().ok()?.into_iter().next()),
         cluster_token: config.initial_cluster_token.clone(),
         tick_advance: config.initial_election_tick_advance,
@@ -292,6 +316,7 @@ async fn reactor_main(id: ReactorId, shared: Arc<Shared>) {
     }
     if id == SEQUENCER {
         monoio::spawn(leases::expiry_loop(node.clone()));
+        monoio::spawn(publish(node.clone()));
         announce(&shared);
     }
     std::future::pending::<()>().await;
@@ -355,15 +380,35 @@ fn start_transport(shared: &Shared) -> crate::transport::TransportHandle {
     }
 }
 
-/// The start-up lines etcd operators' tooling waits for.
-fn announce(shared: &Shared) {
-    let member = shared.member;
+/// etcd's publish: this member's name and client URLs go through the log
+/// (so every member lists them), retried until committed.
+async fn publish(node: NodeHandle) {
+    use crate::api::backend::Backend;
+    let shared = node.shared_arc();
+    let cmd = crate::apply::command::Command::Publish(crate::apply::command::Publish {
+        member: shared.member.get(),
+        name: shared.name.clone(),
+        client_urls: shared.client_urls.clone(),
+    });
+    loop {
+        match node.propose(cmd.clone()).await.result {
+            Ok(_) => break,
+            Err(e) => {
+                crate::log_warn!("failed to publish local member to cluster through raft", "error" => e.to_string());
+                monoio::time::sleep(shared.heartbeat * 10).await;
+            }
+        }
+    }
     crate::log_info!(
         "published local member to cluster through raft",
-        "local-member-id" => member,
+        "local-member-id" => shared.member,
         "local-member-attributes" => format!("{{Name:{} ClientURLs:[{}]}}", shared.name, shared.advertise),
         "cluster-id" => shared.cluster
     );
+}
+
+/// The start-up lines etcd operators' tooling waits for.
+fn announce(shared: &Shared) {
     crate::log_info!("enabled capabilities for version", "cluster-version" => "3.5");
     crate::log_info!("ready to serve client requests");
     for addr in &shared.client_addrs {

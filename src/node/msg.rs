@@ -198,6 +198,11 @@ pub enum Query {
         /// The CRC so far (of the shards before).
         crc: u32,
     },
+    /// To the consensus reactor: etcd's MoveLeader.
+    MoveLeader {
+        /// The member to lead.
+        target: u64,
+    },
 }
 
 /// Answers to [`Query`]s, in the same order of kinds.
@@ -226,4 +231,6 @@ pub enum Answer {
     ReadIndex(Result<RaftIndex, ApplyError>),
     /// The HashKV CRC so far.
     Hash(u32),
+    /// MoveLeader's outcome.
+    Moved(Result<(), crate::api::backend::ClusterError>),
 }

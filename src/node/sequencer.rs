@@ -88,5 +88,6 @@ fn approx_bytes(c: &Command) -> usize {
         Command::DeleteRange(d) => d.key.len() + d.range_end.len(),
         Command::Txn(t) => txn(t),
         Command::Compact(_) | Command::LeaseGrant(_) | Command::LeaseRevoke(_) => 16,
+        Command::Publish(p) => p.name.len() + p.client_urls.iter().map(|u| u.len() + 8).sum::<usize>(),
     }
 }

@@ -348,6 +348,8 @@ pub trait ShardLink {
     /// A batch's lease changes and events (in revision order), and the
     /// store's revision after it.
     fn applied_effects(&self, leases: &[LeaseChange], events: Vec<Event>, rev: i64);
+    /// Members' attributes a batch published (shard 0).
+    fn on_published(&self, published: Vec<crate::apply::command::Publish>);
 }
 
 /// Applies committed batches (and range map changes) in order, forever.
@@ -399,6 +401,9 @@ async fn apply_batch<L: ShardLink>(shard: &Rc<Shard>, link: &L, c: &Committed) {
             applied
         };
         link.applied_effects(&applied.lease_changes, applied.events, applied.rev);
+        if !applied.published.is_empty() {
+            link.on_published(applied.published);
+        }
         for r in applied.replies {
             if r.physical {
                 shard.state.borrow_mut().deferred.push(r);
