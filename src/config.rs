@@ -183,6 +183,14 @@ pub struct Config {
     pub initial_cluster_state: ClusterState,
     /// `--initial-cluster-token`.
     pub initial_cluster_token: String,
+    /// `--peer-cert-file` and `--peer-key-file`, when given.
+    pub peer_cert: Option<(PathBuf, PathBuf)>,
+    /// `--peer-trusted-ca-file`, when given.
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// `--peer-client-cert-auth`.
+    pub peer_client_cert_auth: bool,
+    /// `--peer-auto-tls`.
+    pub peer_auto_tls: bool,
     /// `--strict-reconfig-check`.
     pub strict_reconfig_check: bool,
     /// `--pre-vote`.
@@ -487,6 +495,20 @@ fn build(s: &Settings, config_file: Option<PathBuf>, mut notes: Vec<Note>) -> Re
         }
     };
     let cores = cores(s, &mut notes)?;
+    let peer_cert = match (s.str("peer-cert-file"), s.str("peer-key-file")) {
+        ("", "") => None,
+        (c, k) if !c.is_empty() && !k.is_empty() => Some((PathBuf::from(c), PathBuf::from(k))),
+        _ => return Err(invalid("--peer-cert-file and --peer-key-file must be given together")),
+    };
+    let peer_trusted_ca_file = Some(s.str("peer-trusted-ca-file")).filter(|f| !f.is_empty()).map(PathBuf::from);
+    if s.bool("peer-client-cert-auth") && (peer_cert.is_none() || peer_trusted_ca_file.is_none()) {
+        return Err(invalid(
+            "--peer-client-cert-auth needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file",
+        ));
+    }
+    if peer_trusted_ca_file.is_some() && peer_cert.is_none() {
+        return Err(invalid("--peer-trusted-ca-file needs --peer-cert-file and --peer-key-file"));
+    }
     let notices = notes.into_iter().map(|(level, msg, fields)| Notice { level, msg, fields }).collect();
     Ok(Config {
         name,
@@ -505,6 +527,10 @@ fn build(s: &Settings, config_file: Option<PathBuf>, mut notes: Vec<Note>) -> Re
             _ => ClusterState::New,
         },
         initial_cluster_token: s.str("initial-cluster-token").to_string(),
+        peer_cert,
+        peer_trusted_ca_file,
+        peer_client_cert_auth: s.bool("peer-client-cert-auth"),
+        peer_auto_tls: s.bool("peer-auto-tls"),
         strict_reconfig_check: s.bool("strict-reconfig-check"),
         pre_vote: s.bool("pre-vote"),
         auto_compaction,
@@ -1048,10 +1074,12 @@ mod tests {
             err(&["--config-file", &path]),
             format!("{path}:2: snapshot-count: invalid value \"abc\": parse error")
         );
-        let path = temp_file("tls.yml", "name: a\npeer-transport-security:\n  cert-file: /p.pem\n");
+        let path = temp_file("tls.yml", "name: a\npeer-transport-security:\n  crl-file: /p.pem\n");
         assert_eq!(
             err(&["--config-file", &path]),
-            format!("--peer-cert-file (peer-transport-security.cert-file at {path}:3): peer TLS is not supported yet")
+            format!(
+                "--peer-crl-file (peer-transport-security.crl-file at {path}:3): this peer TLS setting is not supported yet"
+            )
         );
         let path = temp_file("hb.yml", "heartbeat-interval: 300\n");
         assert_eq!(
@@ -1083,27 +1111,14 @@ mod tests {
                 &["--advertise-client-urls", "https://127.0.0.1:2379"],
                 "--advertise-client-urls: https:// URLs need client TLS, which is not supported yet",
             ),
-            (&["--peer-cert-file", "c"], "--peer-cert-file: peer TLS is not supported yet"),
-            (&["--peer-key-file", "k"], "--peer-key-file: peer TLS is not supported yet"),
-            (&["--peer-client-cert-file", "c"], "--peer-client-cert-file: peer TLS is not supported yet"),
-            (&["--peer-client-key-file", "k"], "--peer-client-key-file: peer TLS is not supported yet"),
-            (&["--peer-trusted-ca-file", "ca"], "--peer-trusted-ca-file: peer TLS is not supported yet"),
-            (&["--peer-crl-file", "crl"], "--peer-crl-file: peer TLS is not supported yet"),
-            (&["--peer-cert-allowed-cn", "cn"], "--peer-cert-allowed-cn: peer TLS is not supported yet"),
-            (&["--peer-cert-allowed-hostname", "h"], "--peer-cert-allowed-hostname: peer TLS is not supported yet"),
-            (&["--peer-client-cert-auth"], "--peer-client-cert-auth: peer TLS is not supported yet"),
-            (&["--peer-auto-tls"], "--peer-auto-tls: peer TLS is not supported yet"),
+            (&["--peer-client-cert-file", "c"], "--peer-client-cert-file: this peer TLS setting is not supported yet"),
+            (&["--peer-client-key-file", "k"], "--peer-client-key-file: this peer TLS setting is not supported yet"),
+            (&["--peer-crl-file", "crl"], "--peer-crl-file: this peer TLS setting is not supported yet"),
+            (&["--peer-cert-allowed-cn", "cn"], "--peer-cert-allowed-cn: this peer TLS setting is not supported yet"),
+            (&["--peer-cert-allowed-hostname", "h"], "--peer-cert-allowed-hostname: this peer TLS setting is not supported yet"),
             (
                 &["--experimental-peer-skip-client-san-verification"],
-                "--experimental-peer-skip-client-san-verification: peer TLS is not supported yet",
-            ),
-            (
-                &["--listen-peer-urls", "https://127.0.0.1:2380"],
-                "--listen-peer-urls: https:// URLs need peer TLS, which is not supported yet",
-            ),
-            (
-                &["--initial-advertise-peer-urls", "https://127.0.0.1:2380"],
-                "--initial-advertise-peer-urls: https:// URLs need peer TLS, which is not supported yet",
+                "--experimental-peer-skip-client-san-verification: this peer TLS setting is not supported yet",
             ),
             (
                 &["--cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
@@ -1299,6 +1314,24 @@ mod tests {
             "foo=http://127.0.0.1:12380"
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn peer_tls_settings_come_as_complete_sets() {
+        assert_eq!(err(&["--peer-cert-file", "c.pem"]), "--peer-cert-file and --peer-key-file must be given together");
+        assert_eq!(
+            err(&["--peer-cert-file", "c.pem", "--peer-key-file", "k.pem", "--peer-client-cert-auth"]),
+            "--peer-client-cert-auth needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file"
+        );
+        assert_eq!(
+            err(&["--peer-trusted-ca-file", "ca.pem"]),
+            "--peer-trusted-ca-file needs --peer-cert-file and --peer-key-file"
+        );
+        let c = ok(&["--peer-cert-file", "c.pem", "--peer-key-file", "k.pem", "--peer-trusted-ca-file", "ca.pem"]);
+        assert_eq!(c.peer_cert, Some((PathBuf::from("c.pem"), PathBuf::from("k.pem"))));
+        assert_eq!(c.peer_trusted_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(!c.peer_client_cert_auth && !c.peer_auto_tls);
+        assert!(ok(&["--peer-auto-tls"]).peer_auto_tls);
     }
 
     #[test]

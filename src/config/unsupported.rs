@@ -30,8 +30,7 @@ const fn row(flag: &'static str, applies: fn(&Settings, &str) -> bool, why: &'st
 
 const CLIENT_TLS: &str = "client TLS is not supported yet";
 const CLIENT_HTTPS: &str = "https:// URLs need client TLS, which is not supported yet";
-const PEER_TLS: &str = "peer TLS is not supported yet";
-const PEER_HTTPS: &str = "https:// URLs need peer TLS, which is not supported yet";
+const PEER_TLS: &str = "this peer TLS setting is not supported yet";
 const TLS: &str = "TLS is not supported yet";
 const UNIX: &str = "unix socket URLs are not supported yet";
 const JOIN: &str = "joining an existing cluster needs membership changes, which are not built yet";
@@ -54,19 +53,12 @@ pub(super) const UNSUPPORTED: &[Gap] = &[
     row("auto-tls", is_true, CLIENT_TLS),
     row("listen-client-urls", has_https, CLIENT_HTTPS),
     row("advertise-client-urls", has_https, CLIENT_HTTPS),
-    row("peer-cert-file", non_empty, PEER_TLS),
-    row("peer-key-file", non_empty, PEER_TLS),
     row("peer-client-cert-file", non_empty, PEER_TLS),
     row("peer-client-key-file", non_empty, PEER_TLS),
-    row("peer-trusted-ca-file", non_empty, PEER_TLS),
     row("peer-crl-file", non_empty, PEER_TLS),
     row("peer-cert-allowed-cn", non_empty, PEER_TLS),
     row("peer-cert-allowed-hostname", non_empty, PEER_TLS),
-    row("peer-client-cert-auth", is_true, PEER_TLS),
-    row("peer-auto-tls", is_true, PEER_TLS),
     row("experimental-peer-skip-client-san-verification", is_true, PEER_TLS),
-    row("listen-peer-urls", has_https, PEER_HTTPS),
-    row("initial-advertise-peer-urls", has_https, PEER_HTTPS),
     row("cipher-suites", non_empty, TLS),
     row("tls-min-version", not_default, TLS),
     row("tls-max-version", not_default, TLS),

@@ -119,6 +119,8 @@ pub struct Shared {
     peer_listen: Option<SocketAddr>,
     /// `--initial-cluster-token`.
     cluster_token: String,
+    /// How peer links get their certificates.
+    peer_tls: crate::transport::TlsSetup,
     /// `--initial-election-tick-advance`.
     tick_advance: bool,
 }
@@ -251,6 +253,16 @@ pub fn run(config: &Config) -> Result<(), StartError> {
             .collect(),
         peer_listen: config.listen_peer_urls.iter().find_map(|u| u.socket_addrs().ok()?.into_iter().next()),
         cluster_token: config.initial_cluster_token.clone(),
+        peer_tls: match &config.peer_cert {
+            // Certificate files win over --peer-auto-tls, as in etcd.
+            Some((cert, key)) => crate::transport::TlsSetup::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+                trusted_ca: config.peer_trusted_ca_file.clone(),
+                client_cert_auth: config.peer_client_cert_auth,
+            },
+            None => crate::transport::TlsSetup::Auto,
+        },
         tick_advance: config.initial_election_tick_advance,
     });
     crate::log_info!(
@@ -370,11 +382,26 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
 
 fn start_transport(shared: &Shared) -> crate::transport::TransportHandle {
     let Some(bind) = shared.peer_listen else { fatal("--listen-peer-urls has no usable address") };
-    let peers: Vec<(MemberId, SocketAddr)> =
-        shared.initial_members.iter().filter_map(|(id, addrs)| Some((*id, *addrs.first()?))).collect();
+    // A peer URL that names a host (not an IP address) is the name its
+    // certificate must carry.
+    let host_of = |id: MemberId| -> Option<String> {
+        let (_, urls) = shared.peer_urls.iter().find(|(m, _)| *m == id)?;
+        let rest = urls.first()?.split_once("://")?.1;
+        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<std::net::IpAddr>().is_err().then(|| host.to_string())
+    };
+    let peers: Vec<crate::transport::PeerAddr> = shared
+        .initial_members
+        .iter()
+        .filter_map(|(id, addrs)| {
+            Some(crate::transport::PeerAddr { id: *id, addr: *addrs.first()?, server_name: host_of(*id) })
+        })
+        .collect();
     let identity =
         crate::transport::PeerIdentity { member_id: shared.member, cluster_token: shared.cluster_token.clone() };
-    match crate::transport::Transport::start(bind, identity, crate::transport::TlsSetup::Auto, peers) {
+    let limits = crate::transport::Limits::default();
+    match crate::transport::Transport::start_with(bind, identity, shared.peer_tls.clone(), peers, limits) {
         Ok(t) => t,
         Err(e) => fatal(&format!("peer transport: {e}")),
     }

@@ -181,6 +181,11 @@ impl Server {
         self.peer_addr
     }
 
+    /// The flags it starts with.
+    pub fn flags(&self) -> Vec<String> {
+        self.flags.clone()
+    }
+
     /// Replaces the flags of a server that is not running.
     pub fn set_flags(&mut self, flags: &[&str]) {
         self.flags = flags.iter().map(|s| s.to_string()).collect();
