@@ -453,7 +453,7 @@ impl<B: Backend> Observer<'_, B> {
                             self.following = None;
                             break;
                         }
-                        let resp = self.response(revision, e.kv);
+                        let resp = self.response(revision, e.kv.clone());
                         self.pending.push_back(resp);
                     }
                 }
@@ -483,7 +483,7 @@ impl<B: Backend> Observer<'_, B> {
                 Out::Events { events, .. } => {
                     if let Some(e) = events.into_iter().find(|e| e.kind == EventKind::Put) {
                         // etcd reports the first put at its own revision.
-                        return Some((e.kv.mod_revision, e.kv));
+                        return Some((e.kv.mod_revision, e.kv.clone()));
                     }
                 }
                 Out::Created { .. } | Out::Progress { .. } => {}

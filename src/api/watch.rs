@@ -28,6 +28,10 @@ enum Step {
     Tick,
 }
 
+/// Bytes of responses a Watch stream sends before yielding to the
+/// reactor's other tasks.
+const YIELD_EVERY_BYTES: usize = 64 * 1024;
+
 /// Watch.Watch.
 pub async fn watch<B: Backend>(
     b: &B,
@@ -38,6 +42,8 @@ pub async fn watch<B: Backend>(
     let session = b.watch_session();
     let interval = b.progress_interval().max(Duration::from_millis(100));
     let mut ticker = monoio::time::interval_at(monoio::time::Instant::now() + interval, interval);
+    // Bytes sent since this task last let the reactor's other tasks run.
+    let mut unyielded = 0usize;
     loop {
         let step = {
             let req = pin!(requests.next());
@@ -59,9 +65,17 @@ pub async fn watch<B: Backend>(
             }
             Step::Out(out) => {
                 for msg in responses_of(b, out, max_request_bytes) {
+                    unyielded += msg.len();
                     if let Err(status) = responses.send(msg).await {
                         return status;
                     }
+                }
+                // A backlog of events and an open flow-control window would
+                // otherwise keep this task encoding megabytes while the
+                // reactor's other clients wait: yield every so often.
+                if unyielded >= YIELD_EVERY_BYTES {
+                    unyielded = 0;
+                    crate::runtime::local::yield_now().await;
                 }
             }
             Step::Tick => session.progress_tick(),
@@ -104,7 +118,10 @@ fn spec(c: pb::WatchCreateRequest) -> Spec {
     }
 }
 
-fn event_pb(e: crate::mvcc::Event) -> mvccpb::Event {
+/// A change as the client gets it; the last watch to send a shared change
+/// takes it without copying.
+fn event_pb(e: std::sync::Arc<crate::mvcc::Event>) -> mvccpb::Event {
+    let e = std::sync::Arc::unwrap_or_clone(e);
     let kind = match e.kind {
         EventKind::Put => mvccpb::event::EventType::Put,
         EventKind::Delete => mvccpb::event::EventType::Delete,

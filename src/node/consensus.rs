@@ -89,7 +89,10 @@ impl Consensus {
             reads: RefCell::new(Reads::default()),
             leaderless_since: Cell::new(Some(Instant::now())),
             leader_wait,
-            read_retry: leader_wait / 3,
+            // Two heartbeats at etcd's default timing: a round raft-rs
+            // dropped (e.g. at a leader that has not yet committed in its
+            // term) goes out again soon.
+            read_retry: leader_wait / 15,
             alone,
         })
     }

@@ -109,8 +109,9 @@ pub enum Out {
         id: i64,
         /// Header revision.
         revision: i64,
-        /// The changes, in revision order.
-        events: Vec<Event>,
+        /// The changes, in revision order; shared by every watch that
+        /// sends the same change (one copy per change, not per watch).
+        events: Vec<Arc<Event>>,
         /// The client accepts fragments.
         fragment: bool,
     },
@@ -385,13 +386,18 @@ impl Hub {
             ready.extend(evs.iter().filter(|e| e.rev.main > self.released));
         }
         ready.sort_by_key(|e| e.rev);
-        let mut per_watch: HashMap<WatchKey, Vec<Event>> = HashMap::new();
+        let mut per_watch: HashMap<WatchKey, Vec<Arc<Event>>> = HashMap::new();
         for e in ready {
             let watches = &self.watches;
+            // At most two copies of a change, with and without the replaced
+            // version, however many watches send it.
+            let (mut with_prev, mut bare): (Option<Arc<Event>>, Option<Arc<Event>>) = (None, None);
             self.index.matching(&e.kv.key, &mut |k| {
                 if let Some(w) = watches.get(&k) {
                     if w.phase == Phase::Live && e.rev.main >= w.next_rev && w.spec.wants(e) {
-                        per_watch.entry(k).or_default().push(shaped(e, w.spec.prev_kv));
+                        let copy = if w.spec.prev_kv { &mut with_prev } else { &mut bare };
+                        let shared = copy.get_or_insert_with(|| Arc::new(shaped(e, w.spec.prev_kv)));
+                        per_watch.entry(k).or_default().push(shared.clone());
                     }
                 }
             });
@@ -413,7 +419,7 @@ impl Hub {
 
     /// Queues changes for a watch, unless its stream is full: then the
     /// watch lags and will catch up from its first unsent revision.
-    fn deliver(&mut self, key: WatchKey, events: Vec<Event>, revision: i64) {
+    fn deliver(&mut self, key: WatchKey, events: Vec<Arc<Event>>, revision: i64) {
         let full = self.streams.get(&key.stream).is_none_or(|s| s.queued_bytes >= STREAM_QUEUE_BYTES_MAX);
         let Some(w) = self.watches.get_mut(&key) else { return };
         if full {
@@ -454,10 +460,10 @@ impl Hub {
                 return self.push(key.stream, Out::Canceled { id: key.id, revision: 0, compact_revision });
             }
         };
-        let events: Vec<Event> = events
+        let events: Vec<Arc<Event>> = events
             .iter()
             .filter(|e| e.rev.main >= w.next_rev && w.spec.holds(&e.kv.key) && w.spec.wants(e))
-            .map(|e| shaped(e, w.spec.prev_kv))
+            .map(|e| Arc::new(shaped(e, w.spec.prev_kv)))
             .collect();
         w.next_rev = q.to + 1;
         if !events.is_empty() {
