@@ -13,28 +13,43 @@
 # against a fresh corekv and a fresh etcd, with both tools' whole-process
 # CPU per request from /usr/bin/time.
 #
+# With --members 3 each run starts a fresh three-member cluster of corekv
+# (then of etcd) instead of one server: member i listens on its own
+# loopback address (BIND_IP, BIND_IP+1, BIND_IP+2; same ports), the
+# generator gets all three endpoints (leader first; connection g goes to
+# endpoint g mod 3), and server CPU per 1,000 requests and peak RSS are
+# the SUMS over the three processes, read from /proc by this script around
+# the generator command (corekv-bench --server-pid takes one pid only).
+# Range workloads then preload their keys with a separate command before
+# that window. The cross-check is single-node only: skipped with --members 3.
+#
 # Writes bench/results/YYYY-MM-DD-<name>.md and .json (medians, corekv/etcd
 # ratios first, every run, the exact commands). Raw outputs stay in the
 # work directory it prints.
 #
-# Usage: bench/compare.sh [--name NAME] [--rounds N] [--duration 10s]
-#          [--workloads kv|watch-lease|all|put-1c,put-1000c,...]
+# Usage: bench/compare.sh [--name NAME] [--members 1|3] [--rounds N]
+#          [--duration 10s] [--workloads kv|watch-lease|all|put-1c,...]
 #          [--no-cross-check] [--build-etcd-benchmark]
 #          [--etcd-benchmark PATH] [--xcheck-total N] [--corekv-cores N]
 #          [--keep-work]
+# --members: servers per cluster, 1 (the default: one corekv, one etcd)
+# or 3; --name then defaults to single-node or three-node.
 # --workloads takes names (see workload_args below) or groups: kv (the
 # default: put-1c, put-1000c, range-s-1000c, range-l-1000c), watch-lease
 # (issue 5: watch-10kw, lease-keepalive-100c, put-paced and
 # put-paced-slow-1000w) and all.
 # Environment: BIND_IP (127.0.0.77), COREKV_PORT (23790),
-#   ETCD_PORT (23791), ETCD_PEER_PORT (23792), WORK_ROOT (/var/tmp).
+#   ETCD_PORT (23791), ETCD_PEER_PORT (23792), COREKV_PEER_PORT (23793,
+#   UDP: corekv peers talk QUIC; clusters only), WORK_ROOT (/var/tmp).
 set -euo pipefail
 
-NAME=single-node
+NAME=
+MEMBERS=1
 ROUNDS=3
 DURATION=10s
 WORKLOADS=kv
 CROSS_CHECK=1
+CROSS_CHECK_NOTE=
 BUILD_ETCD_BENCHMARK=0
 ETCD_BENCHMARK=${ETCD_BENCHMARK:-/var/tmp/etcd-baseline/bin/benchmark}
 XCHECK_TOTAL=50000
@@ -44,6 +59,7 @@ BIND_IP=${BIND_IP:-127.0.0.77}
 COREKV_PORT=${COREKV_PORT:-23790}
 ETCD_PORT=${ETCD_PORT:-23791}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-23792}
+COREKV_PEER_PORT=${COREKV_PEER_PORT:-23793}
 WORK_ROOT=${WORK_ROOT:-/var/tmp}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
@@ -51,6 +67,7 @@ ORIG_ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
     --name) NAME=$2; shift 2 ;;
+    --members) MEMBERS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --workloads) WORKLOADS=$2; shift 2 ;;
@@ -65,6 +82,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$ROUNDS" -ge 1 ] 2>/dev/null || die "--rounds must be a positive number"
+case "$MEMBERS" in
+  1) NAME=${NAME:-single-node} ;;
+  3) NAME=${NAME:-three-node} ;;
+  *) die "--members must be 1 or 3" ;;
+esac
+if [ "$MEMBERS" -gt 1 ] && [ "$CROSS_CHECK" = 1 ]; then
+  echo "--members $MEMBERS: the cross-check with etcd's benchmark tool is single-node only; skipping it"
+  CROSS_CHECK=0
+  CROSS_CHECK_NOTE="skipped: single-node only, not run with --members $MEMBERS"
+fi
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -117,11 +144,17 @@ echo "work directory: $WORK ($fstype)"
 INDEX="$WORK/index.tsv"
 : > "$INDEX"
 
+# The running servers: one pid (SERVER_PID), or one per cluster member.
 SERVER_PID=
+SERVER_PIDS=()
 cleanup() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-  fi
+  local pid
+  for pid in $SERVER_PID "${SERVER_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   if [ "$KEEP_WORK" = 0 ]; then rm -rf "$WORK"/*/data; fi
 }
 trap cleanup EXIT
@@ -145,9 +178,23 @@ if [ "$CROSS_CHECK" = 1 ] && [ ! -x "$ETCD_BENCHMARK" ]; then
 fi
 
 port_free() { ! ss -Hltn "sport = :$2" 2>/dev/null | grep -q "$1:$2 "; }
-for p in "$COREKV_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT"; do
-  port_free "$BIND_IP" "$p" || die "$BIND_IP:$p is in use; set BIND_IP or the *_PORT variables"
-done
+port_free_udp() { ! ss -Hlun "sport = :$2" 2>/dev/null | grep -q "$1:$2 "; }
+# member_ip I: cluster member I's (1-based) loopback address, BIND_IP + I - 1.
+member_ip() { echo "${BIND_IP%.*}.$(( ${BIND_IP##*.} + $1 - 1 ))"; }
+if [ "$MEMBERS" = 1 ]; then
+  for p in "$COREKV_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT"; do
+    port_free "$BIND_IP" "$p" || die "$BIND_IP:$p is in use; set BIND_IP or the *_PORT variables"
+  done
+else
+  [ $(( ${BIND_IP##*.} + MEMBERS - 1 )) -le 254 ] || die "BIND_IP $BIND_IP leaves no room for $MEMBERS addresses"
+  for i in $(seq 1 "$MEMBERS"); do
+    ip=$(member_ip "$i")
+    for p in "$COREKV_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT"; do
+      port_free "$ip" "$p" || die "$ip:$p is in use; set BIND_IP or the *_PORT variables"
+    done
+    port_free_udp "$ip" "$COREKV_PEER_PORT" || die "$ip:$COREKV_PEER_PORT (UDP) is in use; set COREKV_PEER_PORT"
+  done
+fi
 
 COREKV_EP="$BIND_IP:$COREKV_PORT"
 ETCD_EP="$BIND_IP:$ETCD_PORT"
@@ -161,6 +208,98 @@ server_cmd() {
   esac
 }
 endpoint() { if [ "$1" = corekv ]; then echo "$COREKV_EP"; else echo "$ETCD_EP"; fi; }
+
+# --- clusters (--members > 1) ---
+# Member I is named mI and listens on member_ip I; the two servers use
+# different ports (corekv: COREKV_PORT, COREKV_PEER_PORT over UDP/QUIC;
+# etcd: ETCD_PORT, ETCD_PEER_PORT), so they never collide.
+client_port() { if [ "$1" = corekv ]; then echo "$COREKV_PORT"; else echo "$ETCD_PORT"; fi; }
+peer_port() { if [ "$1" = corekv ]; then echo "$COREKV_PEER_PORT"; else echo "$ETCD_PEER_PORT"; fi; }
+member_endpoint() { echo "$(member_ip "$2"):$(client_port "$1")"; }
+initial_cluster() {
+  local i out=
+  for i in $(seq 1 "$MEMBERS"); do out="${out:+$out,}m$i=http://$(member_ip "$i"):$(peer_port "$1")"; done
+  echo "$out"
+}
+# member_cmd SERVER I DATA_DIR: member I's exact command line.
+member_cmd() {
+  local server=$1 i=$2 data=$3 ip cep pep
+  ip=$(member_ip "$i"); cep="http://$ip:$(client_port "$server")"; pep="http://$ip:$(peer_port "$server")"
+  local common="--name m$i --data-dir $data --listen-client-urls $cep --advertise-client-urls $cep --listen-peer-urls $pep --initial-advertise-peer-urls $pep --initial-cluster $(initial_cluster "$server") --initial-cluster-state new --initial-cluster-token bench"
+  case "$server" in
+    corekv) echo "$COREKV $common${COREKV_CORES:+ --cores $COREKV_CORES}" ;;
+    etcd) echo "$ETCD $common" ;;
+  esac
+}
+
+# cluster_view SERVER: one line per member that answers `endpoint status`:
+# "mI member_id leader_id" (64-bit ids kept exact: python's int, not jq).
+cluster_view() {
+  local eps= i
+  for i in $(seq 1 "$MEMBERS"); do eps="${eps:+$eps,}$(member_endpoint "$1" "$i")"; done
+  ETCDCTL_API=3 etcdctl --endpoints="$eps" --dial-timeout=1s --command-timeout=2s endpoint status -w json 2>/dev/null \
+    | python3 -c '
+import json, sys
+eps = sys.argv[1].split(",")
+for s in json.load(sys.stdin):
+    st = s["Status"]
+    # etcdctl leaves zero fields out: no "leader" means none known
+    print("m%d %d %d" % (eps.index(s["Endpoint"]) + 1, st["header"]["member_id"], st.get("leader", 0)))
+' "$eps"
+}
+
+# start_cluster SERVER DIR: fresh data dirs, start every member, wait until
+# all answer `endpoint health` and all report the same non-zero leader.
+# Sets SERVER_PIDS (member order) and CLUSTER_EPS (endpoints, leader first);
+# writes DIR/leader (the leader's name).
+start_cluster() {
+  local server=$1 dir=$2 i pid eps= view leaders leader
+  rm -rf "$dir/data"; mkdir -p "$dir/data"
+  SERVER_PIDS=()
+  for i in $(seq 1 "$MEMBERS"); do
+    member_cmd "$server" "$i" "$dir/data/m$i" > "$dir/server-m$i.cmd"
+    # shellcheck disable=SC2046
+    $(cat "$dir/server-m$i.cmd") > "$dir/server-m$i.log" 2>&1 &
+    SERVER_PIDS+=($!)
+    eps="${eps:+$eps,}$(member_endpoint "$server" "$i")"
+  done
+  for _ in $(seq 1 600); do
+    for i in $(seq 1 "$MEMBERS"); do
+      pid=${SERVER_PIDS[$((i - 1))]}
+      if ! kill -0 "$pid" 2>/dev/null; then
+        tail -n 20 "$dir/server-m$i.log" >&2; die "$server m$i exited at start-up (log: $dir/server-m$i.log)"
+      fi
+    done
+    if ETCDCTL_API=3 etcdctl --endpoints="$eps" --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1; then
+      view=$(cluster_view "$server" || true)
+      leaders=$(awk '{print $3}' <<< "$view" | sort -u)
+      if [ "$(wc -l <<< "$view")" = "$MEMBERS" ] && [ "$(wc -l <<< "$leaders")" = 1 ] && [ "$leaders" != 0 ]; then
+        leader=$(awk -v id="$leaders" '$2 == id {print $1}' <<< "$view")
+        [ -n "$leader" ] || die "$server: leader $leaders is not one of the members"
+        echo "$leader" > "$dir/leader"
+        CLUSTER_EPS=$(member_endpoint "$server" "${leader#m}")
+        for i in $(seq 1 "$MEMBERS"); do
+          [ "m$i" = "$leader" ] || CLUSTER_EPS="$CLUSTER_EPS,$(member_endpoint "$server" "$i")"
+        done
+        return 0
+      fi
+    fi
+    sleep 0.1
+  done
+  die "$server cluster did not become healthy with a leader in 60 s (logs: $dir/server-m*.log)"
+}
+
+stop_cluster() {
+  local dir=$1 pid
+  for pid in "${SERVER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${SERVER_PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  SERVER_PIDS=()
+  rm -rf "$dir/data"
+}
 
 # start_server SERVER DIR: fresh data dir, start, wait until it answers.
 start_server() {
@@ -230,6 +369,80 @@ if w:
 EOF
 }
 
+# preload_cmd WORKLOAD ENDPOINTS: for a cluster's range workload, the
+# separate command that puts the keys corekv-bench's own preload would
+# (keys 0..key-space-size, same sizes and prefix), so that the server CPU
+# window around the measured command holds no preload. Empty otherwise.
+preload_cmd() {
+  local args a next= k=8 v=8 n=100000 prefix=
+  args=$(workload_args "$1")
+  case " $args " in
+    " range "*) ;;
+    *) return 0 ;;
+  esac
+  case " $args " in *" --preload "*) return 0 ;; esac
+  for a in $args; do
+    case "$next" in
+      --key-size) k=$a ;; --val-size) v=$a ;; --key-space-size) n=$a ;; --prefix) prefix=$a ;;
+    esac
+    next=$a
+  done
+  echo "$BENCH put --endpoints $2 --conns 10 --clients 100 --key-size $k --val-size $v --key-space-size $n --sequential-keys --total $n${prefix:+ --prefix $prefix} --no-progress"
+}
+
+# run_main_cluster SERVER WORKLOAD ROUND: as run_main, on a fresh cluster of
+# MEMBERS processes. corekv-bench gets every endpoint (leader first) and no
+# --server-pid; this function reads utime+stime of every member from
+# /proc/<pid>/stat right before and after the generator command, and each
+# member's VmHWM after it, into DIR/cluster.usage ("clk_tck N",
+# "window_s S", then "mI pid cpu_ticks vmhwm_kib" per member).
+run_main_cluster() {
+  local server=$1 workload=$2 round=$3 dir pcmd i pid t0 t1 extra= rc=0
+  local -a ticks0=()
+  dir="$WORK/main-$workload-$server-r$round"
+  start_cluster "$server" "$dir"
+  loadavg > "$dir/load"
+  pcmd=$(preload_cmd "$workload" "$CLUSTER_EPS")
+  if [ -n "$pcmd" ]; then
+    echo "$pcmd" > "$dir/preload.cmd"
+    # shellcheck disable=SC2046
+    $(cat "$dir/preload.cmd") > "$dir/preload.txt" 2>&1 || { cat "$dir/preload.txt" >&2; die "preload failed ($dir)"; }
+    extra=" --preload 0"
+  fi
+  echo "$BENCH $(workload_args "$workload")$extra --endpoints $CLUSTER_EPS --duration $DURATION --json $dir/result.json --no-progress" > "$dir/bench.cmd"
+  for pid in "${SERVER_PIDS[@]}"; do ticks0+=("$(proc_cpu_ticks "$pid")"); done
+  t0=$EPOCHREALTIME
+  # shellcheck disable=SC2046
+  /usr/bin/time -f '%U %S %M' -o "$dir/gen.time" $(cat "$dir/bench.cmd") > "$dir/bench.txt" 2>&1 || rc=$?
+  t1=$EPOCHREALTIME
+  {
+    echo "clk_tck $CLK_TCK"
+    echo "window_s $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.6f", b - a}')"
+    for i in $(seq 1 "$MEMBERS"); do
+      pid=${SERVER_PIDS[$((i - 1))]}
+      echo "m$i $pid $(( $(proc_cpu_ticks "$pid") - ticks0[i - 1] )) $(vm_hwm_kib "$pid")"
+    done
+  } > "$dir/cluster.usage"
+  # Exit status 4: a watch run whose events were not delivered exactly once.
+  if [ "$rc" != 0 ] && [ "$rc" != 4 ]; then cat "$dir/bench.txt" >&2; die "corekv-bench failed ($dir)"; fi
+  stop_cluster "$dir"
+  printf 'main\tcorekv-bench\t%s\t%s\t%s\t%s\n' "$server" "$workload" "$round" "$dir" >> "$INDEX"
+  python3 - "$dir/result.json" "$server" "$workload" "$round" "$dir/cluster.usage" "$(cat "$dir/leader")" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, l = r["result"], r["result"]["latency_us"]
+lines = [line.split() for line in open(sys.argv[5])]
+hz = int(lines[0][1])
+cpu_s = sum(int(f[2]) for f in lines[2:]) / hz
+hwm_kib = sum(int(f[3]) for f in lines[2:])
+requests = s["ok"] + s["failed"]
+per_1k = cpu_s * 1000 / requests if requests else 0
+print(f"  {sys.argv[3]:<14} {sys.argv[2]:<7} round {sys.argv[4]}: {s['qps']:>9.0f} req/s  p50 {l['p50']/1e3:7.3f} ms  "
+      f"p99 {l['p99']/1e3:7.3f} ms  server (sum of {len(lines) - 2}) {per_1k:.3f} CPU s/1k  "
+      f"RSS {hwm_kib/1024:.0f} MiB  errors {s['failed']}  leader {sys.argv[6]}")
+EOF
+}
+
 # run_xcheck TOOL SERVER KIND ROUND: one generator with --total on a fresh
 # server; server CPU from /proc around the whole tool run.
 run_xcheck() {
@@ -266,8 +479,13 @@ echo "load average at start: $LOAD_START"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS"
   for workload in "${WORKLOAD_LIST[@]}"; do
-    run_main corekv "$workload" "$round"
-    run_main etcd "$workload" "$round"
+    if [ "$MEMBERS" = 1 ]; then
+      run_main corekv "$workload" "$round"
+      run_main etcd "$workload" "$round"
+    else
+      run_main_cluster corekv "$workload" "$round"
+      run_main_cluster etcd "$workload" "$round"
+    fi
   done
   if [ "$CROSS_CHECK" = 1 ]; then
     for kind in put range-s; do
@@ -298,8 +516,19 @@ OUT="$REPO/bench/results/$(date +%F)-$NAME"
   echo "commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo -dirty)"
   echo "etcd_version=$("$ETCD" --version | head -1 | sed "s/^etcd Version: /etcd /")"
   echo "rustc=$(rustc --version)"
-  echo "corekv_cmd=$(server_cmd corekv '<fresh dir>')"
-  echo "etcd_cmd=$(server_cmd etcd '<fresh dir>')"
+  if [ "$MEMBERS" = 1 ]; then
+    echo "corekv_cmd=$(server_cmd corekv '<fresh dir>')"
+    echo "etcd_cmd=$(server_cmd etcd '<fresh dir>')"
+  else
+    echo "members=$MEMBERS"
+    echo "cross_check_note=${CROSS_CHECK_NOTE:-not run (--no-cross-check); it is single-node only}"
+    for i in $(seq 1 "$MEMBERS"); do echo "corekv_cmd.m$i=$(member_cmd corekv "$i" "<fresh dir>/m$i")"; done
+    for i in $(seq 1 "$MEMBERS"); do echo "etcd_cmd.m$i=$(member_cmd etcd "$i" "<fresh dir>/m$i")"; done
+    for w in "${WORKLOAD_LIST[@]}"; do
+      p=$(preload_cmd "$w" '<endpoints>')
+      if [ -n "$p" ]; then echo "preload.$w=$p"; fi
+    done
+  fi
   echo "nproc=$(nproc)"
   echo "cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "kernel=$(uname -r)"

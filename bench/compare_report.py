@@ -7,6 +7,9 @@ Reads WORK_DIR/meta.txt (key=value facts), WORK_DIR/index.tsv (one line per
 run) and each run's directory: result.json (corekv-bench --json),
 bench.txt (etcd benchmark output), gen.time (/usr/bin/time of the
 generator), server.usage (cross-check server CPU ticks and VmHWM), load.
+Cluster runs (compare.sh --members 3) also have cluster.usage (every
+member's CPU ticks around the generator command and VmHWM after it, summed
+here) and leader (the member that led when the run started).
 Medians are taken per metric over rounds; ratios are corekv / etcd.
 """
 
@@ -60,11 +63,39 @@ def read_time(path):
     return {"cpu_s": float(fields[0]) + float(fields[1]), "max_rss_kib": int(fields[2])}
 
 
+def read_cluster_usage(path):
+    """compare.sh's cluster.usage: clk_tck, window_s, then per member
+    "name pid cpu_ticks vmhwm_kib"."""
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    hz, window = int(lines[0][1]), float(lines[1][1])
+    members = [{"member": f[0], "cpu_s": int(f[2]) / hz, "peak_rss_mib": int(f[3]) / 1024} for f in lines[2:]]
+    return window, members
+
+
+def cluster_server_figures(run_dir, requests):
+    """Server CPU and RSS of a cluster run: sums over the members.
+
+    CPU is utime+stime of every member from just before to just after the
+    generator command (connect included; range preloads ran before it);
+    RSS is the sum of the members' VmHWM at the end."""
+    window, members = read_cluster_usage(run_dir / "cluster.usage")
+    cpu_s = sum(m["cpu_s"] for m in members)
+    return {
+        "server_cpu_s_per_1000": cpu_s * 1000 / requests if requests else None,
+        "server_cores_busy": cpu_s / window if window else None,
+        "peak_rss_mib": sum(m["peak_rss_mib"] for m in members),
+        "server_cpu_window_s": window,
+        "member_usage": members,
+        "leader": (run_dir / "leader").read_text().strip(),
+    }
+
+
 def main_run(server, workload, round_, run_dir):
     r = json.loads((run_dir / "result.json").read_text())
     res, lat, srv, gen = r["result"], r["result"]["latency_us"], r["server"] or {}, r["generator"]
     requests = res["ok"] + res["failed"]
     whole = read_time(run_dir / "gen.time")
+    cluster = cluster_server_figures(run_dir, requests) if (run_dir / "cluster.usage").exists() else {}
     return {
         "server": server,
         "workload": workload,
@@ -89,6 +120,7 @@ def main_run(server, workload, round_, run_dir):
         "preload_failed": r["preload"]["failed"],
         "command": r["command"],
         **stream_metrics(r),
+        **cluster,
     }
 
 
@@ -301,8 +333,12 @@ def main():
                 row["etcd-benchmark"]["generator_whole_process_us_per_request"])
             xsummary.append(row)
 
+    members = int(meta.get("members", "1"))
+    shape = "single node" if members == 1 else f"{members}-member clusters ({members} processes each)"
     result = {
-        "title": f"corekv vs {meta.get('etcd_version', 'etcd')}: single node",
+        "title": f"corekv vs {meta.get('etcd_version', 'etcd')}: {shape}",
+        # Only cluster reports carry the size here (single-node output is unchanged).
+        **({"members": members} if members > 1 else {}),
         "meta": meta,
         "noise": ("Shared 2-vCPU VM: other engineers' builds and tests ran during the measurement, and the server "
                   "and the generator share the two vCPUs. Treat ratios as rough; medians held better than tails."),
@@ -385,6 +421,14 @@ def issue5(result, add):
         add("")
 
 
+def window_overhead(runs):
+    """The range of (CPU window - measured phase) over cluster runs, as text."""
+    extra = [r["server_cpu_window_s"] - r["elapsed_s"] for r in runs if r.get("server_cpu_window_s") is not None]
+    if not extra:
+        return "n/a"
+    return f"{min(extra):.2f}-{max(extra):.2f} s"
+
+
 def markdown(result):
     meta, lines = result["meta"], []
     add = lines.append
@@ -397,10 +441,26 @@ def markdown(result):
     add(f"**Noisy numbers.** {result['noise']} Load average (1, 5, 15 min) at start: {meta['load_start']}; "
         f"at end: {meta['load_end']}; each run's is listed below.")
     add("")
-    add(f"Method: {meta['rounds']} rounds; in each round every workload runs against a fresh corekv, then a fresh "
-        f"etcd (A B A B), each with a new data directory, for {meta['duration']} each, driven by `corekv-bench` "
-        f"(one generator thread). Server CPU is utime+stime from /proc/<pid>/stat over the measured phase, "
-        f"per 1,000 requests; peak RSS is the server's VmHWM at the end. Medians over rounds, per metric.")
+    members = result.get("members", 1)
+    if members == 1:
+        add(f"Method: {meta['rounds']} rounds; in each round every workload runs against a fresh corekv, then a fresh "
+            f"etcd (A B A B), each with a new data directory, for {meta['duration']} each, driven by `corekv-bench` "
+            f"(one generator thread). Server CPU is utime+stime from /proc/<pid>/stat over the measured phase, "
+            f"per 1,000 requests; peak RSS is the server's VmHWM at the end. Medians over rounds, per metric.")
+    else:
+        add(f"Method: {meta['rounds']} rounds; in each round every workload runs against a fresh {members}-member "
+            f"corekv cluster, then a fresh {members}-member etcd cluster (A B A B), every member with a new data "
+            f"directory and its own loopback address, all {members} processes on this one machine, for "
+            f"{meta['duration']} each, driven by `corekv-bench` (one generator thread). The generator gets all "
+            f"{members} client endpoints, the leader's first (connection g goes to endpoint g mod {members}: put-1c's "
+            f"single connection goes to the leader; of 100 connections 34 go to the leader and 33 to each "
+            f"follower); the leader is whichever member the fresh cluster elected (listed per run below). "
+            f"**Server CPU and RSS are sums over the {members} processes**: CPU is utime+stime of every member from "
+            f"/proc/<pid>/stat, read by compare.sh right before and right after the generator command, per 1,000 "
+            f"requests of the measured phase. That window is the measured phase plus the generator's start-up, "
+            f"connect and drain ({window_overhead(result['runs'])} here), but no preload: the range workloads' keys "
+            f"are put by a separate command before it. Server cores busy is that CPU over the same window; peak RSS "
+            f"is the sum of the {members} members' VmHWM at the end. Medians over rounds, per metric.")
     add("")
     add("## Ratios (corekv / etcd, medians)")
     add("")
@@ -416,8 +476,9 @@ def markdown(result):
     issue5(result, add)
     add("## Medians")
     add("")
-    add("| workload | server | QPS | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU s / 1k req | "
-        "server cores busy | peak RSS MiB | generator CPU us/req | generator cores busy | errors |")
+    summed = "" if members == 1 else f" (sum of {members})"
+    add(f"| workload | server | QPS | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server CPU s / 1k req{summed} | "
+        f"server cores busy{summed} | peak RSS MiB{summed} | generator CPU us/req | generator cores busy | errors |")
     add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in result["summary"]:
         for server in ("corekv", "etcd"):
@@ -429,6 +490,10 @@ def markdown(result):
     add("")
     add("Workloads: " + "; ".join(f"**{s['workload']}**: {s['description']}" for s in result["summary"]) + ".")
     add("")
+    if members > 1:
+        add(f"Cross-check with etcd's benchmark tool: {meta.get('cross_check_note', 'not run')} "
+            f"(see the single-node results).")
+        add("")
     if result["cross_check"]:
         add("## Cross-check: corekv-bench vs etcd's own benchmark tool")
         add("")
@@ -454,16 +519,27 @@ def markdown(result):
         add("")
     add("## Every run")
     add("")
-    add("| workload | server | round | QPS | p50 ms | p99 ms | server CPU s / 1k | peak RSS MiB | generator us/req | "
-        "errors | watch: ack->event p50 / p99 ms, delivery errors | load average at start |")
-    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if members == 1:
+        add("| workload | server | round | QPS | p50 ms | p99 ms | server CPU s / 1k | peak RSS MiB | generator us/req | "
+            "errors | watch: ack->event p50 / p99 ms, delivery errors | load average at start |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    else:
+        add(f"| workload | server | round | QPS | p50 ms | p99 ms | server CPU s / 1k{summed} | peak RSS MiB{summed} | "
+            f"generator us/req | errors | watch: ack->event p50 / p99 ms, delivery errors | load average at start | "
+            f"leader | CPU s per member | peak RSS MiB per member |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(result["runs"], key=lambda r: (r["workload"], r["server"], r["round"])):
         events = ""
         if r.get("event_p50_ms") is not None:
             events = f"{fmt(r['event_p50_ms'], 3)} / {fmt(r['event_p99_ms'], 3)}, {r['watch_errors']}"
-        add(f"| {r['workload']} | {r['server']} | {r['round']} | {fmt(r['qps'], 0)} | {fmt(r['p50_ms'], 3)} | "
-            f"{fmt(r['p99_ms'], 3)} | {fmt(r['server_cpu_s_per_1000'], 3)} | {fmt(r['peak_rss_mib'], 1)} | "
-            f"{fmt(r['generator_us_per_request'], 1)} | {r['errors']} | {events} | {r['load_average']} |")
+        line = (f"| {r['workload']} | {r['server']} | {r['round']} | {fmt(r['qps'], 0)} | {fmt(r['p50_ms'], 3)} | "
+                f"{fmt(r['p99_ms'], 3)} | {fmt(r['server_cpu_s_per_1000'], 3)} | {fmt(r['peak_rss_mib'], 1)} | "
+                f"{fmt(r['generator_us_per_request'], 1)} | {r['errors']} | {events} | {r['load_average']} |")
+        if r.get("member_usage"):
+            usage = r["member_usage"]
+            line += (f" {r['leader']} | " + " / ".join(f"{m['member']} {m['cpu_s']:.2f}" for m in usage) + " | "
+                     + " / ".join(f"{m['member']} {m['peak_rss_mib']:.0f}" for m in usage) + " |")
+        add(line)
     for r in sorted(result["cross_check_runs"], key=lambda r: (r["workload"], r["server"], r["tool"], r["round"])):
         add(f"| xcheck {r['workload']} ({r['tool']}) | {r['server']} | {r['round']} | {fmt(r['qps'], 0)} | "
             f"{fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} | {fmt(r['server_cpu_s_per_1000'], 3)} | "
@@ -475,13 +551,30 @@ def markdown(result):
     add("```sh")
     add(f"# the whole comparison")
     add(meta["compare_command"])
-    add("# servers (a fresh --data-dir per run)")
-    add(meta["corekv_cmd"])
-    add(meta["etcd_cmd"])
-    add("# generator, per workload (endpoint, --server-pid and --json filled in per run)")
-    for s in result["summary"]:
-        add(f"target/release/corekv-bench {s['corekv_bench_args']} --endpoints <server> --duration {meta['duration']} "
-            f"--server-pid <pid> --json <file>")
+    if members == 1:
+        add("# servers (a fresh --data-dir per run)")
+        add(meta["corekv_cmd"])
+        add(meta["etcd_cmd"])
+        add("# generator, per workload (endpoint, --server-pid and --json filled in per run)")
+        for s in result["summary"]:
+            add(f"target/release/corekv-bench {s['corekv_bench_args']} --endpoints <server> "
+                f"--duration {meta['duration']} --server-pid <pid> --json <file>")
+    else:
+        add(f"# servers: {members} members each (a fresh --data-dir per member and run)")
+        for server in ("corekv", "etcd"):
+            for i in range(1, members + 1):
+                add(meta[f"{server}_cmd.m{i}"])
+        add("# wait: etcdctl endpoint health on all members, and endpoint status -w json shows the same leader on all")
+        add("# range workloads: their keys first, outside the CPU window")
+        for s in result["summary"]:
+            if f"preload.{s['workload']}" in meta:
+                add(meta[f"preload.{s['workload']}"])
+        add("# generator, per workload (endpoints leader first, and --json filled in per run; no --server-pid:")
+        add("# compare.sh reads every member's /proc/<pid>/stat before and after the command)")
+        for s in result["summary"]:
+            extra = " --preload 0" if f"preload.{s['workload']}" in meta else ""
+            add(f"target/release/corekv-bench {s['corekv_bench_args']}{extra} --endpoints <leader>,<follower>,<follower> "
+                f"--duration {meta['duration']} --json <file>")
     if result["cross_check_runs"]:
         add("# cross-check (first round's exact commands)")
         seen = set()
