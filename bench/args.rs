@@ -19,6 +19,18 @@ const CLIENTS_MAX: usize = 1_000_000;
 const LEASE_TTL_MAX: i64 = corekv::lease::LEASE_TTL_MAX;
 /// `--lease-ttl` by default: far longer than any run's gap between renewals.
 const LEASE_TTL_DEFAULT: i64 = 60;
+/// `k8s` by default: lease TTL (kube-apiserver's event TTL is one hour),
+/// leases granted, layout, page size, value size and compaction interval.
+const K8S_LEASE_TTL_DEFAULT: i64 = 3600;
+const K8S_LEASES_DEFAULT: usize = 4;
+const K8S_RESOURCES_DEFAULT: &str = "pods,configmaps,secrets,services,events";
+const K8S_NAMESPACES_DEFAULT: u64 = 10;
+const K8S_OBJECTS_DEFAULT: u64 = 200;
+const K8S_LIMIT_DEFAULT: i64 = 500;
+const K8S_VAL_SIZE_DEFAULT: usize = 1024;
+const K8S_COMPACT_INTERVAL_DEFAULT: Duration = Duration::from_secs(2);
+/// Largest `k8s` key space: a generator thread tracks every key it owns.
+const K8S_KEYS_MAX: u64 = 100_000_000;
 /// `watch-slow` by default: issue 5's "1,000 watchers stop reading", over
 /// 10 streams on 10 connections of their own.
 const SLOW_WATCHERS_DEFAULT: usize = 1000;
@@ -50,6 +62,16 @@ WORKLOADS
   lease-keepalive
               --leases leases granted first; --clients LeaseKeepAlive streams
               each send the next keep-alive as soon as the last is answered
+  k8s         what kube-apiserver sends, mixed (see K8S OPTIONS): create
+              Txn(mod(key) == 0 -> Put(lease?), else Get), update
+              Txn(mod(key) == R -> Put, else Get), delete
+              Txn(mod(key) == R -> Delete, else Get), get Range(key),
+              paginated list (Range of a resource prefix with --limit, next
+              pages from last key + \\0 at the first page's revision),
+              count-only Range of a resource prefix, and every
+              --k8s-compact-interval the compact_rev_key Txn then Compact
+              of the revision recorded one interval before; reports each
+              kind's latency, conflicts (failed compares) and errors
 
 OPTIONS
   --endpoints LIST       comma-separated host:port or http://host:port
@@ -100,7 +122,31 @@ LEASE OPTIONS
                          of its thread's leases in turn [--clients]
   --lease-ttl S          lease-keepalive: TTL in seconds of each lease [60]
 
+K8S OPTIONS (keys <--prefix><resource>/ns-<n>/obj-<m>, --prefix [/registry/])
+  --k8s-resources LIST   resources [pods,configmaps,secrets,services,
+                         events]
+  --k8s-namespaces N     namespaces [10]
+  --k8s-objects N        objects per resource and namespace [200]
+  --k8s-mix SPEC         operation weights; kinds left out get 0
+                         [create=8,update=50,delete=7,get=28,list=5,count=2]
+  --k8s-lease-fraction F creates and updates of this fraction of the keys
+                         carry a lease [the keys of events only]
+  --k8s-compact-interval D  compaction round every D; 0: never [2s;
+                         kube-apiserver's default is 5m]
+  --limit N              list page size; 0: one page [500]
+  --leases N             leases granted first and reused [4, at least
+                         --threads]
+  --lease-ttl S          their TTL in seconds [3600]
+  --consistency l|s      gets, lists and counts [l]
+  --preload N            keys put before measuring [half of the keys]
+  --val-size N           [1024]
+
+OUTPUT
   --json FILE            write the result as JSON to FILE
+  --plot PREFIX          write PREFIX-latency.svg (latency by percentile,
+                         overall and per operation kind) and
+                         PREFIX-throughput.svg (requests completed per
+                         second over the run)
   --progress / --no-progress   a progress line on stderr [on a terminal]
   -h, --help             this text
 ";
@@ -126,10 +172,12 @@ pub enum WorkloadKind {
     WatchSlow,
     /// LeaseKeepAlive streams renewing pre-granted leases.
     LeaseKeepAlive,
+    /// kube-apiserver's request shapes, mixed.
+    K8s,
 }
 
 impl WorkloadKind {
-    const ALL: [WorkloadKind; 9] = [
+    const ALL: [WorkloadKind; 10] = [
         WorkloadKind::Put,
         WorkloadKind::Range,
         WorkloadKind::TxnPut,
@@ -139,6 +187,7 @@ impl WorkloadKind {
         WorkloadKind::Watch,
         WorkloadKind::WatchSlow,
         WorkloadKind::LeaseKeepAlive,
+        WorkloadKind::K8s,
     ];
 
     /// The workload's name on the command line.
@@ -153,6 +202,7 @@ impl WorkloadKind {
             WorkloadKind::Watch => "watch",
             WorkloadKind::WatchSlow => "watch-slow",
             WorkloadKind::LeaseKeepAlive => "lease-keepalive",
+            WorkloadKind::K8s => "k8s",
         }
     }
 
@@ -208,8 +258,46 @@ pub struct Options {
     pub watch: WatchOptions,
     /// `watch-slow`: the watchers that never read.
     pub slow: SlowOptions,
-    /// `lease-keepalive`: how many leases, of what TTL.
+    /// `lease-keepalive` and `k8s`: how many leases, of what TTL.
     pub lease: LeaseOptions,
+    /// `k8s`: layout, mix, leases and compaction.
+    pub k8s: K8sOptions,
+    /// Write `<plot>-latency.svg` and `<plot>-throughput.svg`.
+    pub plot: Option<String>,
+}
+
+/// The `k8s` workload's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct K8sOptions {
+    pub resources: Vec<String>,
+    pub namespaces: u64,
+    /// Objects per resource and namespace.
+    pub objects: u64,
+    pub mix: crate::k8s::Mix,
+    /// `None`: every key of `events` carries a lease, no other.
+    pub lease_fraction: Option<f64>,
+    /// `None`: no compaction.
+    pub compact_interval: Option<Duration>,
+}
+
+impl Default for K8sOptions {
+    fn default() -> K8sOptions {
+        K8sOptions {
+            resources: K8S_RESOURCES_DEFAULT.split(',').map(String::from).collect(),
+            namespaces: K8S_NAMESPACES_DEFAULT,
+            objects: K8S_OBJECTS_DEFAULT,
+            mix: crate::k8s::Mix::default(),
+            lease_fraction: None,
+            compact_interval: Some(K8S_COMPACT_INTERVAL_DEFAULT),
+        }
+    }
+}
+
+impl K8sOptions {
+    /// Keys in all.
+    pub fn keys(&self) -> u64 {
+        self.resources.len() as u64 * self.namespaces * self.objects
+    }
 }
 
 /// The `watch` workload's shape.
@@ -284,6 +372,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut watch_drain = None;
     let (mut slow_watchers, mut slow_streams, mut slow_conns) = (None, None, None);
     let (mut leases, mut lease_ttl) = (None, None);
+    let (mut val_size_given, mut key_space_given, mut limit_given, mut prefix_given) = (false, false, false, false);
+    let mut k8s = K8sOptions::default();
+    let mut k8s_given = false;
+    let mut plot = None;
 
     let mut i = 0;
     while i < args.len() {
@@ -342,13 +434,23 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                         key_size = parse_count(name, value, 1, KEY_SIZE_MAX)?;
                         key_size_given = true;
                     }
-                    "val-size" => val_size = parse_count(name, value, 0, VAL_SIZE_MAX)?,
-                    "key-space-size" => {
-                        key_space_size = parse_count(name, value, 1, KEY_SPACE_SIZE_MAX as usize)? as u64
+                    "val-size" => {
+                        val_size = parse_count(name, value, 0, VAL_SIZE_MAX)?;
+                        val_size_given = true;
                     }
-                    "prefix" => prefix = value.as_bytes().to_vec(),
+                    "key-space-size" => {
+                        key_space_size = parse_count(name, value, 1, KEY_SPACE_SIZE_MAX as usize)? as u64;
+                        key_space_given = true;
+                    }
+                    "prefix" => {
+                        prefix = value.as_bytes().to_vec();
+                        prefix_given = true;
+                    }
                     "consistency" => serializable = parse_consistency(value)?,
-                    "limit" => limit = parse_count(name, value, 0, i64::MAX as usize)? as i64,
+                    "limit" => {
+                        limit = parse_count(name, value, 0, i64::MAX as usize)? as i64;
+                        limit_given = true;
+                    }
                     "preload" => preload = Some(parse_count(name, value, 0, KEY_SPACE_SIZE_MAX as usize)? as u64),
                     "seed" => seed = parse_count(name, value, 0, usize::MAX)? as u64,
                     "server-pid" => server_pid = Some(parse_count(name, value, 1, i32::MAX as usize)? as i32),
@@ -364,6 +466,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "slow-conns" => slow_conns = Some(parse_count(name, value, 1, CLIENTS_MAX)?),
                     "leases" => leases = Some(parse_count(name, value, 1, CLIENTS_MAX)?),
                     "lease-ttl" => lease_ttl = Some(parse_count(name, value, 1, LEASE_TTL_MAX as usize)? as i64),
+                    "plot" if value.is_empty() => return Err("--plot: the file prefix is empty".into()),
+                    "plot" => plot = Some(value.to_string()),
+                    k8s_flag if k8s_flag.starts_with("k8s-") => {
+                        parse_k8s_flag(&mut k8s, name, value)?;
+                        k8s_given = true;
+                    }
                     _ => return Err(format!("unknown option --{name} (see --help)")),
                 }
             }
@@ -414,9 +522,51 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         _ if is(WorkloadKind::LeaseKeepAlive) => {
             LeaseOptions { leases: leases.unwrap_or(clients), ttl: lease_ttl.unwrap_or(LEASE_TTL_DEFAULT) }
         }
+        _ if is(WorkloadKind::K8s) => LeaseOptions {
+            leases: leases.unwrap_or(K8S_LEASES_DEFAULT.max(threads)),
+            ttl: lease_ttl.unwrap_or(K8S_LEASE_TTL_DEFAULT),
+        },
         (None, None) => LeaseOptions { leases: 0, ttl: LEASE_TTL_DEFAULT },
-        _ => return Err("--leases and --lease-ttl apply to the lease-keepalive workload only".into()),
+        _ => return Err("--leases and --lease-ttl apply to the lease-keepalive and k8s workloads only".into()),
     };
+    if k8s_given && !is(WorkloadKind::K8s) {
+        return Err("the --k8s-* options apply to the k8s workload only".into());
+    }
+    if is(WorkloadKind::K8s) {
+        if key_size_given || key_space_given || sequential_keys || range_prefix || count_only {
+            return Err("--key-size, --key-space-size, --sequential-keys, --range-prefix and --count-only do not \
+                        apply to k8s: its keys are <prefix><resource>/ns-<n>/obj-<m> (see --k8s-resources, \
+                        --k8s-namespaces, --k8s-objects)"
+                .into());
+        }
+        if k8s.keys() > K8S_KEYS_MAX {
+            return Err(format!(
+                "k8s: {} resources x {} namespaces x {} objects is {} keys, more than {K8S_KEYS_MAX}",
+                k8s.resources.len(),
+                k8s.namespaces,
+                k8s.objects,
+                k8s.keys()
+            ));
+        }
+        if !prefix_given {
+            prefix = b"/registry/".to_vec();
+        }
+        if !val_size_given {
+            val_size = K8S_VAL_SIZE_DEFAULT;
+        }
+        if !limit_given {
+            limit = K8S_LIMIT_DEFAULT;
+        }
+        key_space_size = k8s.keys();
+        key_size = crate::k8s::Layout::new(&prefix, &k8s.resources, k8s.namespaces, k8s.objects).max_key_len();
+        let uses_leases = k8s.lease_fraction.map_or(k8s.resources.iter().any(|r| r == "events"), |f| f > 0.0);
+        if uses_leases && lease.leases < threads {
+            return Err(format!(
+                "--leases {} is less than --threads {threads}: every thread needs a lease",
+                lease.leases
+            ));
+        }
+    }
     if is(WorkloadKind::Watch) {
         // Writers may be fewer than connections; every connection carries
         // at least one watch stream and every thread at least one writer.
@@ -498,12 +648,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if matches!(workload, WorkloadKind::Watch | WorkloadKind::LeaseKeepAlive) && preload.unwrap_or(0) > 0 {
         return Err(format!("--preload does not apply to {}", workload.name()));
     }
-    let preload = preload.unwrap_or(if workload.preloads_by_default() { key_space_size } else { 0 });
+    let preload = preload.unwrap_or(match workload {
+        WorkloadKind::K8s => key_space_size / 2,
+        _ if workload.preloads_by_default() => key_space_size,
+        _ => 0,
+    });
     if preload > key_space_size {
         return Err(format!("--preload {preload} is larger than --key-space-size {key_space_size}"));
     }
-    if workload != WorkloadKind::Range && (range_prefix || limit != 0 || count_only) {
-        return Err("--range-prefix, --limit and --count-only apply to the range workload only".into());
+    if !matches!(workload, WorkloadKind::Range | WorkloadKind::K8s) && (range_prefix || limit != 0 || count_only) {
+        return Err("--range-prefix, --limit and --count-only apply to the range workload only (k8s: --limit)".into());
     }
     Ok(Command::Run(Options {
         workload,
@@ -530,7 +684,46 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         watch,
         slow,
         lease,
+        k8s,
+        plot,
     }))
+}
+
+/// One `--k8s-*` flag into `k8s`.
+fn parse_k8s_flag(k8s: &mut K8sOptions, name: &str, value: &str) -> Result<(), String> {
+    match name {
+        "k8s-resources" => {
+            let resources: Vec<String> =
+                value.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
+            if resources.is_empty() {
+                return Err("--k8s-resources: no resource given".into());
+            }
+            for (i, r) in resources.iter().enumerate() {
+                if r.contains('/') || resources[..i].contains(r) {
+                    return Err(format!("--k8s-resources: {r:?} contains '/' or is given twice"));
+                }
+            }
+            k8s.resources = resources;
+        }
+        "k8s-namespaces" => k8s.namespaces = parse_count(name, value, 1, 1_000_000)? as u64,
+        "k8s-objects" => k8s.objects = parse_count(name, value, 1, K8S_KEYS_MAX as usize)? as u64,
+        "k8s-mix" => k8s.mix = crate::k8s::Mix::parse(value).map_err(|e| format!("--k8s-mix: {e}"))?,
+        "k8s-lease-fraction" => {
+            let f: f64 = value.parse().map_err(|_| format!("--k8s-lease-fraction: {value:?} is not a number"))?;
+            if !(0.0..=1.0).contains(&f) {
+                return Err(format!("--k8s-lease-fraction: {value:?} is outside 0..=1"));
+            }
+            k8s.lease_fraction = Some(f);
+        }
+        "k8s-compact-interval" => {
+            k8s.compact_interval = match value {
+                "0" | "0s" | "off" | "never" => None,
+                _ => Some(parse_duration(value).map_err(|e| format!("--k8s-compact-interval: {e}"))?),
+            }
+        }
+        _ => return Err(format!("unknown option --{name} (see --help)")),
+    }
+    Ok(())
 }
 
 /// Number of decimal digits needed to write `n`.
@@ -727,6 +920,45 @@ mod tests {
         assert!(run("lease-keepalive --threads 2 --conns 2 --clients 2 --leases 1").is_err());
         assert!(run("lease-keepalive --lease-ttl 0").is_err());
         assert!(run("put --leases 3").unwrap_err().contains("lease-keepalive"));
+    }
+
+    #[test]
+    fn k8s_options_shape_keys_and_default_to_a_busy_cluster() {
+        let k = run("k8s").unwrap();
+        assert_eq!(k.k8s, K8sOptions::default());
+        assert_eq!(k.k8s.resources.len(), 5);
+        assert_eq!((k.key_space_size, k.preload, k.limit, k.val_size), (10_000, 5_000, 500, 1024));
+        assert_eq!(k.prefix, b"/registry/");
+        assert_eq!(k.key_size, "/registry/configmaps/ns-0/obj-000".len());
+        assert_eq!((k.lease.leases, k.lease.ttl), (4, 3600));
+        assert_eq!(k.k8s.compact_interval, Some(Duration::from_secs(2)));
+        let k =
+            run("k8s --k8s-resources pods --k8s-namespaces 3 --k8s-objects 7 --k8s-mix get=1 --limit 0 --prefix /r/ \
+             --k8s-compact-interval 0 --k8s-lease-fraction 0.5 --leases 2 --lease-ttl 30 --val-size 5 --preload 3")
+            .unwrap();
+        assert_eq!((k.key_space_size, k.preload, k.limit, k.val_size, k.prefix.as_slice()), (21, 3, 0, 5, &b"/r/"[..]));
+        assert_eq!((k.k8s.compact_interval, k.k8s.lease_fraction, k.lease.leases), (None, Some(0.5), 2));
+        assert_eq!(k.k8s.mix.weights, [0, 0, 0, 1, 0, 0]);
+        assert!(run("k8s --key-size 30").is_err());
+        assert!(run("k8s --key-space-size 30").is_err());
+        assert!(run("k8s --k8s-resources pods,pods").is_err());
+        assert!(run("k8s --k8s-resources a/b").is_err());
+        assert!(run("k8s --k8s-lease-fraction 1.5").is_err());
+        assert!(run("k8s --k8s-mix list=0").is_err());
+        assert!(run("k8s --k8s-wat 3").unwrap_err().contains("--k8s-wat"));
+        assert!(run("k8s --threads 3 --conns 3 --clients 3 --leases 2").unwrap_err().contains("--leases"));
+        assert!(run("k8s --threads 3 --conns 3 --clients 3 --leases 2 --k8s-lease-fraction 0").is_ok());
+        assert_eq!(run("k8s --threads 6 --conns 6 --clients 6").unwrap().lease.leases, 6);
+        assert!(run("k8s --k8s-objects 100000000").unwrap_err().contains("keys"));
+        assert!(run("put --k8s-namespaces 3").unwrap_err().contains("k8s workload only"));
+        assert!(run("put --leases 3").unwrap_err().contains("lease-keepalive"));
+    }
+
+    #[test]
+    fn plots_take_a_file_prefix() {
+        assert_eq!(run("put --plot /tmp/x").unwrap().plot.as_deref(), Some("/tmp/x"));
+        assert_eq!(run("put").unwrap().plot, None);
+        assert!(run("put --plot=").is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@
 # --workloads takes names (see workload_args below) or groups: kv (the
 # default: put-1c, put-1000c, range-s-1000c, range-l-1000c), watch-lease
 # (issue 5: watch-10kw, lease-keepalive-100c, put-paced and
-# put-paced-slow-1000w) and all.
+# put-paced-slow-1000w), k8s (k8s-16c) and all.
 # Environment: BIND_IP (127.0.0.77), COREKV_PORT (23790),
 #   ETCD_PORT (23791), ETCD_PEER_PORT (23792), COREKV_PEER_PORT (23793,
 #   UDP: corekv peers talk QUIC; clusters only), WORK_ROOT (/var/tmp).
@@ -125,13 +125,18 @@ workload_args() {
     # written (10 streams x 100 on 10 connections of their own) that never read.
     put-paced) echo "put --conns 10 --clients 100 --rate 1000 --key-size 8 --val-size 256 --key-space-size 100000" ;;
     put-paced-slow-1000w) echo "watch-slow --slow-watchers 1000 --slow-streams 10 --slow-conns 10 --conns 10 --clients 100 --rate 1000 --key-size 8 --val-size 256 --key-space-size 100000" ;;
+    # Issue 6: kube-apiserver's request shapes (create/update/delete Txns,
+    # gets, paginated lists at a pinned revision, count-only ranges,
+    # compact_rev_key + Compact), 16 clients on 4 connections.
+    k8s-16c) echo "k8s --conns 4 --clients 16" ;;
     *) die "unknown workload $1" ;;
   esac
 }
 case "$WORKLOADS" in
   kv) WORKLOADS=put-1c,put-1000c,range-s-1000c,range-l-1000c ;;
   watch-lease) WORKLOADS=watch-10kw,lease-keepalive-100c,put-paced,put-paced-slow-1000w ;;
-  all) WORKLOADS=put-1c,put-1000c,range-s-1000c,range-l-1000c,watch-10kw,lease-keepalive-100c,put-paced,put-paced-slow-1000w ;;
+  k8s) WORKLOADS=k8s-16c ;;
+  all) WORKLOADS=put-1c,put-1000c,range-s-1000c,range-l-1000c,watch-10kw,lease-keepalive-100c,put-paced,put-paced-slow-1000w,k8s-16c ;;
 esac
 IFS=, read -r -a WORKLOAD_LIST <<< "$WORKLOADS"
 for w in "${WORKLOAD_LIST[@]}"; do workload_args "$w" >/dev/null; done
@@ -344,7 +349,7 @@ run_main() {
   start_server "$server" "$dir"
   loadavg > "$dir/load"
   # shellcheck disable=SC2046
-  echo "$BENCH $(workload_args "$workload") --endpoints $ep --duration $DURATION --server-pid $SERVER_PID --json $dir/result.json --no-progress" > "$dir/bench.cmd"
+  echo "$BENCH $(workload_args "$workload") --endpoints $ep --duration $DURATION --server-pid $SERVER_PID --json $dir/result.json --plot $dir/plot --no-progress" > "$dir/bench.cmd"
   # Exit status 4: a watch run whose events were not delivered exactly
   # once. That is a result (recorded as errors), not a failed run.
   local rc=0
@@ -409,7 +414,7 @@ run_main_cluster() {
     $(cat "$dir/preload.cmd") > "$dir/preload.txt" 2>&1 || { cat "$dir/preload.txt" >&2; die "preload failed ($dir)"; }
     extra=" --preload 0"
   fi
-  echo "$BENCH $(workload_args "$workload")$extra --endpoints $CLUSTER_EPS --duration $DURATION --json $dir/result.json --no-progress" > "$dir/bench.cmd"
+  echo "$BENCH $(workload_args "$workload")$extra --endpoints $CLUSTER_EPS --duration $DURATION --json $dir/result.json --plot $dir/plot --no-progress" > "$dir/bench.cmd"
   for pid in "${SERVER_PIDS[@]}"; do ticks0+=("$(proc_cpu_ticks "$pid")"); done
   t0=$EPOCHREALTIME
   # shellcheck disable=SC2046
@@ -537,4 +542,13 @@ OUT="$REPO/bench/results/$(date +%F)-$NAME"
   for w in "${WORKLOAD_LIST[@]}"; do echo "args.$w=$(workload_args "$w")"; done
 } > "$WORK/meta.txt"
 python3 "$REPO/bench/compare_report.py" "$WORK" "$OUT"
+# The first round's plots (latency percentile curve, throughput over
+# time) of every workload and server, next to the results file.
+mkdir -p "$OUT-plots"
+for d in "$WORK"/main-*-r1; do
+  for f in "$d"/plot-*.svg; do
+    [ -e "$f" ] && cp "$f" "$OUT-plots/$(basename "$d" | sed 's/^main-//; s/-r1$//')-$(basename "$f" | sed 's/^plot-//')"
+  done
+done
+echo "plots: $OUT-plots/"
 echo "results: $OUT.md $OUT.json (raw: $WORK)"

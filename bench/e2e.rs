@@ -201,3 +201,40 @@ fn keep_alives_renew_granted_leases() {
     assert_eq!((o.leases_expired, o.bad_replies), (0, 0));
     assert_eq!((keep.setup.counts.leases, keep.setup.counts.streams), (10, 4));
 }
+
+#[test]
+fn kubernetes_mixes_every_request_shape_without_errors_or_conflicts() {
+    // Lists of 3 resources x 2 namespaces x 30 objects, half preloaded: 30
+    // keys per resource, so lists of page size 7 take several pages.
+    // Compaction every 200 ms compacts within the run.
+    let k = run(
+        &options(
+            "k8s --duration 1500ms --threads 2 --conns 2 --clients 8 --prefix /e2e/k8s/ --val-size 64 \
+             --k8s-resources pods,configmaps,events --k8s-namespaces 2 --k8s-objects 30 --limit 7 \
+             --k8s-compact-interval 200ms --k8s-mix create=10,update=40,delete=10,get=20,list=15,count=5",
+        ),
+        false,
+    )
+    .expect("k8s runs");
+    assert_eq!((k.preload.ok, k.preload.failed), (90, 0), "{:?}", k.preload.first_error);
+    assert_eq!(k.setup.counts.leases, 4, "events carry leases: 4 granted over 2 threads");
+    assert_eq!(k.stats.failed(), 0, "{:?}", k.stats.errors_by_code());
+    let o = &k.stats.outcomes;
+    assert_eq!((o.stale_reads, o.list_mismatches, o.bad_replies), (0, 0, 0), "{o:?}");
+    let by_name = |name: &str| k.stats.ops.iter().find(|op| op.name == name).expect("a kind");
+    for name in ["create", "update", "delete", "get", "list", "count", "compact-txn", "compact"] {
+        let op = by_name(name);
+        assert!(op.ok() > 0, "no {name} succeeded");
+        assert_eq!(op.errors, 0, "{name}");
+        if name != "compact-txn" {
+            // Each thread alone writes its keys and knows their revisions.
+            assert_eq!(op.conflicts, 0, "{name}");
+        }
+    }
+    let list = by_name("list");
+    assert!(list.requests > list.ok(), "lists of ~30 keys in pages of 7 take several requests");
+    assert!(list.keys > 0 && by_name("count").keys > 0);
+    assert_eq!(by_name("delete").keys, by_name("delete").ok(), "each delete removes its key");
+    let ok: u64 = k.stats.ops.iter().map(|op| op.ok()).sum();
+    assert_eq!(ok, k.stats.ok(), "every operation is counted once overall");
+}

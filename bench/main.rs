@@ -9,16 +9,21 @@
 //! Code map: `args` (command line), `keys` (key space and order),
 //! `workload` (request encoding, reply reading), `watch` (watch keys,
 //! requests and the delivery check), `lease` (lease requests and replies),
+//! `k8s` (kube-apiserver's request shapes, mix, key bookkeeping),
 //! `stats` (histograms and errors), `run` (threads, runtimes, phases,
-//! clients), `streams` (the watch and lease streams' I/O), `sys`
-//! (getrusage, /proc, machine), `report` (text and JSON). Everything but
-//! `run`, `streams` and `sys` is sans-IO and unit-tested.
+//! clients), `streams` (the watch and lease streams' I/O), `k8s_run` (the
+//! k8s workload's I/O), `sys` (getrusage, /proc, machine), `report` (text
+//! and JSON), `plot` (SVG). Everything but `run`, `streams`, `k8s_run` and
+//! `sys` is sans-IO and unit-tested.
 
 mod args;
 #[cfg(test)]
 mod e2e;
+mod k8s;
+mod k8s_run;
 mod keys;
 mod lease;
+mod plot;
 mod report;
 mod run;
 mod stats;
@@ -66,6 +71,20 @@ fn main() -> ExitCode {
             eprintln!("corekv-bench: cannot write --json {}: {error}", path.display());
             return ExitCode::from(1);
         }
+    }
+    if let Some(prefix) = &options.plot {
+        let title = format!("{} on {}", options.workload.name(), options.endpoints.join(","));
+        let (latency, throughput) = plot::render(&title, &result.stats, result.elapsed);
+        let mut paths = Vec::new();
+        for (what, svg) in [("latency", latency), ("throughput", throughput)] {
+            let path = format!("{prefix}-{what}.svg");
+            if let Err(error) = std::fs::write(&path, svg) {
+                eprintln!("corekv-bench: cannot write --plot {path}: {error}");
+                return ExitCode::from(1);
+            }
+            paths.push(path);
+        }
+        println!("plots      {}", paths.join(", "));
     }
     if result.stats.ok() == 0 {
         eprintln!("corekv-bench: no request succeeded");

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 
 use crate::args::{Options, Stop, WorkloadKind};
 use crate::run::{RunResult, ServerUsage, WatchResult};
-use crate::stats::Summary;
+use crate::stats::{OpStats, Summary};
 use crate::sys::Machine;
 
 /// A JSON value, written with sorted-as-given object keys.
@@ -170,7 +170,16 @@ impl Report<'_> {
                 ),
                 ("rss_kib_per_stream", opt_num(server.rss.per_stream_kib(r.setup.counts.streams))),
                 ("rss_kib_per_watcher", opt_num(server.rss.per_item_kib(r.setup.counts.watchers))),
-                ("rss_kib_per_lease", opt_num(server.rss.per_item_kib(r.setup.counts.leases))),
+                (
+                    "rss_kib_per_lease",
+                    // Only lease-keepalive's set-up is nothing but leases.
+                    opt_num(
+                        server
+                            .rss
+                            .per_item_kib(r.setup.counts.leases)
+                            .filter(|_| o.workload == WorkloadKind::LeaseKeepAlive),
+                    ),
+                ),
             ]),
         };
         let c = &r.setup.counts;
@@ -240,8 +249,11 @@ impl Report<'_> {
                             ("keys_read", int(outcomes.keys_read)),
                             ("bad_replies", int(outcomes.bad_replies)),
                             ("leases_expired", int(outcomes.leases_expired)),
+                            ("stale_reads", int(outcomes.stale_reads)),
+                            ("list_mismatches", int(outcomes.list_mismatches)),
                         ]),
                     ),
+                    ("operations", operations_json(&r.stats.ops, s.elapsed_s)),
                     ("ok_per_second", Json::Arr(r.stats.timeline.iter().map(|&n| int(n)).collect())),
                 ]),
             ),
@@ -265,11 +277,12 @@ impl Report<'_> {
     pub fn text(&self) -> String {
         let (r, s) = (self.result, self.summary());
         let mut out = String::new();
-        let mut line = |label: &str, text: String| {
+        let line = |out: &mut String, label: &str, text: String| {
             writeln!(out, "{label:<11}{text}").expect("write to String");
         };
         if self.options.preload > 0 {
             line(
+                &mut out,
                 "preload",
                 format!(
                     "{} keys in {:.2} s ({} failed{})",
@@ -280,9 +293,10 @@ impl Report<'_> {
                 ),
             );
         }
-        line("requests", format!("{} ok, {} failed in {:.3} s", s.ok, s.failed, s.elapsed_s));
-        line("throughput", format!("{:.1} requests/s", s.qps));
+        line(&mut out, "requests", format!("{} ok, {} failed in {:.3} s", s.ok, s.failed, s.elapsed_s));
+        line(&mut out, "throughput", format!("{:.1} requests/s", s.qps));
         line(
+            &mut out,
             "latency",
             format!(
                 "min {}  mean {}  p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}  (ms)",
@@ -302,7 +316,7 @@ impl Report<'_> {
         } else {
             errors.iter().map(|(name, n, sample)| format!("{name} x{n} ({sample:?})")).collect::<Vec<_>>().join(", ")
         };
-        line("errors", errors);
+        line(&mut out, "errors", errors);
         let o = &r.stats.outcomes;
         let mut outcomes = Vec::new();
         if o.txn_succeeded + o.txn_failed > 0 {
@@ -311,28 +325,41 @@ impl Report<'_> {
         if o.keys_deleted > 0 {
             outcomes.push(format!("keys deleted {}", o.keys_deleted));
         }
-        if o.keys_read > 0 {
+        if o.keys_read > 0 && r.stats.ops.is_empty() {
             outcomes.push(format!("keys read {} ({:.1} per range)", o.keys_read, per(o.keys_read as f64, s.ok)));
+        } else if o.keys_read > 0 {
+            outcomes.push(format!("keys read or counted {}", o.keys_read));
         }
         if o.leases_expired > 0 {
             outcomes.push(format!("LEASES EXPIRED (keep-alive answered TTL 0) {}", o.leases_expired));
+        }
+        if o.stale_reads > 0 {
+            outcomes.push(format!("STALE gets (another revision than last written or read) {}", o.stale_reads));
+        }
+        if o.list_mismatches > 0 {
+            outcomes.push(format!("INCONSISTENT lists (pages disagree with count or more) {}", o.list_mismatches));
         }
         if o.bad_replies > 0 {
             outcomes.push(format!("UNDECODABLE replies {}", o.bad_replies));
         }
         if !outcomes.is_empty() {
-            line("outcomes", outcomes.join("; "));
+            line(&mut out, "outcomes", outcomes.join("; "));
+        }
+        if !r.stats.ops.is_empty() {
+            line(&mut out, "operations", "(conflicts: txns whose compare failed; answered, not errors)".to_string());
+            out.push_str(&operations_markdown(&r.stats.ops, s.elapsed_s));
         }
         if let Some(setup) = self.setup_text() {
-            line("set-up", setup);
+            line(&mut out, "set-up", setup);
         }
         if let Some(w) = &r.watch {
             for (label, text) in watch_text(w) {
-                line(label, text);
+                line(&mut out, label, text);
             }
         }
         let g = r.generator_cpu;
         line(
+            &mut out,
             "generator",
             format!(
                 "CPU {:.2} s (user {:.2}, sys {:.2}) = {:.2} cores busy, {:.1} us per request; process {:.2} s",
@@ -348,6 +375,7 @@ impl Report<'_> {
             let rss =
                 server.peak_rss_kib.map_or("unknown".to_string(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0));
             line(
+                &mut out,
                 "server",
                 format!(
                     "pid {}: CPU {:.2} s = {:.3} s per 1,000 requests ({:.2} cores busy), peak RSS {rss}",
@@ -357,7 +385,7 @@ impl Report<'_> {
                     server.cpu.as_secs_f64() / s.elapsed_s.max(1e-9)
                 ),
             );
-            line("server RSS", self.rss_text(server));
+            line(&mut out, "server RSS", self.rss_text(server));
         }
         out
     }
@@ -379,6 +407,12 @@ impl Report<'_> {
             WorkloadKind::LeaseKeepAlive => Some(format!(
                 "{} leases granted (TTL {} s) and {} keep-alive streams opened in {create:.2} s",
                 c.leases, self.options.lease.ttl, c.streams
+            )),
+            WorkloadKind::K8s if c.leases > 0 => Some(format!(
+                "{} leases granted (TTL {} s){} in {create:.2} s",
+                c.leases,
+                self.options.lease.ttl,
+                if self.options.preload > 0 { " and keys preloaded" } else { "" }
             )),
             _ => None,
         }
@@ -405,7 +439,7 @@ impl Report<'_> {
                 mib(rss.set_up),
                 per(rss.per_item_kib(c.watchers), "watcher")
             );
-        } else if c.leases > 0 {
+        } else if c.leases > 0 && self.options.workload == WorkloadKind::LeaseKeepAlive {
             text += &format!("; {} leases {}{}", c.leases, mib(rss.set_up), per(rss.per_item_kib(c.leases), "lease"));
         } else {
             text += &format!("; set up {}", mib(rss.set_up));
@@ -440,6 +474,60 @@ fn percentiles_text(h: &Histogram<u64>) -> String {
     let shown: Vec<String> =
         p.iter().filter(|(k, _)| *k != "min").map(|(k, v)| format!("{} {}", k.replace('_', "."), ms(*v))).collect();
     format!("{}  (ms)", shown.join("  "))
+}
+
+/// Each operation kind's figures, keyed by name (`null` when the workload
+/// does not mix kinds).
+fn operations_json(ops: &[OpStats], elapsed_s: f64) -> Json {
+    if ops.is_empty() {
+        return Json::Null;
+    }
+    Json::Obj(
+        ops.iter()
+            .map(|op| {
+                let value = Json::obj([
+                    ("ok", int(op.ok())),
+                    ("errors", int(op.errors)),
+                    ("conflicts", int(op.conflicts)),
+                    ("requests", int(op.requests)),
+                    ("keys", int(op.keys)),
+                    ("per_second", num(if elapsed_s > 0.0 { op.ok() as f64 / elapsed_s } else { 0.0 })),
+                    ("latency_us", percentiles_json(&op.latency)),
+                ]);
+                (op.name.to_string(), value)
+            })
+            .collect(),
+    )
+}
+
+/// Each operation kind's figures as a Markdown table.
+fn operations_markdown(ops: &[OpStats], elapsed_s: f64) -> String {
+    let mut out = String::from(
+        "| operation | ok | ok/s | conflicts | errors | requests | keys | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for op in ops {
+        let p = percentiles(&op.latency);
+        let at = |name: &str| ms(p.iter().find(|(k, _)| *k == name).map_or(0.0, |(_, v)| *v));
+        let rate = if elapsed_s > 0.0 { op.ok() as f64 / elapsed_s } else { 0.0 };
+        writeln!(
+            out,
+            "| {} | {} | {rate:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            op.name,
+            op.ok(),
+            op.conflicts,
+            op.errors,
+            op.requests,
+            op.keys,
+            at("p50"),
+            at("p90"),
+            at("p99"),
+            at("p99_9"),
+            at("max")
+        )
+        .expect("write to String");
+    }
+    out
 }
 
 fn watch_json(w: &WatchResult) -> Json {
@@ -566,6 +654,28 @@ pub fn header(command: &str, machine: &Machine, options: &Options) -> String {
     if o.workload == WorkloadKind::LeaseKeepAlive {
         shape = format!(" {} leases of TTL {} s", o.lease.leases, o.lease.ttl);
     }
+    if o.workload == WorkloadKind::K8s {
+        let k = &o.k8s;
+        let leased = match k.lease_fraction {
+            Some(f) => format!("{f} of the keys"),
+            None => "keys of events".to_string(),
+        };
+        let compaction = k.compact_interval.map_or("off".to_string(), |d| format!("every {:.1} s", d.as_secs_f64()));
+        shape = format!(
+            " {} x {} namespaces x {} objects = {} keys, {} preloaded; mix {}; list page {}; {}; leases on {leased} \
+             ({} of TTL {} s); compaction {compaction}",
+            k.resources.join(","),
+            k.namespaces,
+            k.objects,
+            k.keys(),
+            o.preload,
+            k.mix.describe(),
+            o.limit,
+            if o.serializable { "serializable" } else { "linearizable" },
+            o.lease.leases,
+            o.lease.ttl,
+        );
+    }
     if o.workload == WorkloadKind::Range {
         shape = format!(
             " {}{}{}{}",
@@ -634,6 +744,26 @@ fn config_json(o: &Options) -> Json {
         ("slow_conns", int(o.slow.conns as u64)),
         ("leases", int(o.lease.leases as u64)),
         ("lease_ttl", int(o.lease.ttl)),
+        ("k8s", if o.workload == WorkloadKind::K8s { k8s_config_json(o) } else { Json::Null }),
+        ("plot", o.plot.as_deref().map_or(Json::Null, string)),
+    ])
+}
+
+fn k8s_config_json(o: &Options) -> Json {
+    let k = &o.k8s;
+    Json::obj([
+        ("resources", Json::Arr(k.resources.iter().map(|r| string(r.as_str())).collect())),
+        ("namespaces", int(k.namespaces)),
+        ("objects_per_namespace", int(k.objects)),
+        ("keys", int(k.keys())),
+        (
+            "mix",
+            Json::Obj(
+                crate::k8s::Op::CLIENT.iter().map(|op| (op.name().to_string(), int(k.mix.weight(*op)))).collect(),
+            ),
+        ),
+        ("lease_fraction", k.lease_fraction.map_or(Json::Null, num)),
+        ("compact_interval_s", k.compact_interval.map_or(Json::Null, |d| num(d.as_secs_f64()))),
     ])
 }
 
@@ -677,6 +807,29 @@ mod tests {
     fn json_nests_with_indentation_and_keeps_number_arrays_on_one_line() {
         let value = Json::obj([("a", Json::Arr(vec![int(1), int(2)])), ("b", Json::obj([("c", Json::Bool(true))]))]);
         assert_eq!(value.render(), "{\n  \"a\": [1, 2],\n  \"b\": {\n    \"c\": true\n  }\n}\n");
+    }
+
+    #[test]
+    fn operations_show_as_json_and_a_markdown_table() {
+        use std::time::Duration;
+        let mut stats = crate::stats::Stats::with_ops(&["update", "list"]);
+        stats.record_op_ok(0, Duration::from_micros(1500), Duration::ZERO).conflicts += 2;
+        let list = stats.record_op_ok(1, Duration::from_micros(3000), Duration::ZERO);
+        list.requests += 3;
+        list.keys += 1200;
+        stats.record_op_error(1, &corekv::api::grpc::Status::unavailable("down"));
+        let json = operations_json(&stats.ops, 2.0).render();
+        assert!(json.contains("\"update\": {\n    \"ok\": 1,\n    \"errors\": 0,\n    \"conflicts\": 2"), "{json}");
+        assert!(
+            json.contains("\"requests\": 3") && json.contains("\"keys\": 1200") && json.contains("\"per_second\": 0.5")
+        );
+        let table = operations_markdown(&stats.ops, 2.0);
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows.len(), 4);
+        assert!(rows[0].starts_with("| operation | ok |") && rows[1].starts_with("|---|"));
+        assert!(rows[2].starts_with("| update | 1 | 0.5 | 2 | 0 | 0 | 0 | 1.50"), "{}", rows[2]);
+        assert!(rows[3].starts_with("| list | 1 | 0.5 | 0 | 1 | 3 | 1200 | 3.00"), "{}", rows[3]);
+        assert_eq!(operations_json(&[], 1.0), Json::Null);
     }
 
     #[test]

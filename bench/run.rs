@@ -575,6 +575,10 @@ async fn thread_async(
     let opened = phases.end_step(streams::open(options, addrs, &conns, thread).await)?;
     let mut revisions = HashMap::new();
     let setup = async {
+        if options.workload == WorkloadKind::K8s {
+            let (preload, k8s) = crate::k8s_run::prepare(options, &conns, thread, clients).await?;
+            return Ok((preload, Prepared::K8s(Box::new(k8s))));
+        }
         let preload = preload(options, &workload, &conns, thread, clients, &mut revisions).await;
         let prepared = streams::prepare(options, &conns, thread, clients, opened).await?;
         Ok::<_, String>((preload, prepared))
@@ -599,7 +603,10 @@ async fn thread_async(
         workload,
         picker: RefCell::new(picker),
         revisions: RefCell::new(revisions),
-        stats: RefCell::new(Stats::new()),
+        stats: RefCell::new(match options.workload {
+            WorkloadKind::K8s => Stats::with_ops(&crate::k8s::Op::names()),
+            _ => Stats::new(),
+        }),
         budget,
         pacer,
         start,
@@ -619,6 +626,10 @@ async fn thread_async(
         }
         Prepared::Lease(lease) => {
             lease.run(&ctx, &conns).await;
+            Instant::now()
+        }
+        Prepared::K8s(k8s) => {
+            k8s.run(&ctx, &conns, clients).await;
             Instant::now()
         }
         Prepared::Watch(watching) => {

@@ -32,6 +32,53 @@ pub struct Stats {
     pub outcomes: Outcomes,
     /// Successful requests completed in each second of the run.
     pub timeline: Vec<u64>,
+    /// Per operation kind, for workloads that mix kinds (`k8s`); empty
+    /// otherwise. Every operation is also counted in the fields above.
+    pub ops: Vec<OpStats>,
+}
+
+/// One operation kind's measurements.
+#[derive(Clone, Debug)]
+pub struct OpStats {
+    pub name: &'static str,
+    /// Latency of successful operations, in nanoseconds.
+    pub latency: Histogram<u64>,
+    /// Failed operations (any gRPC error).
+    pub errors: u64,
+    /// Transactions whose compare failed: answered, not errors.
+    pub conflicts: u64,
+    /// gRPC requests sent (a paginated list sends one per page).
+    pub requests: u64,
+    /// Keys returned or counted.
+    pub keys: u64,
+}
+
+impl OpStats {
+    fn new(name: &'static str) -> OpStats {
+        OpStats { name, latency: new_histogram(), errors: 0, conflicts: 0, requests: 0, keys: 0 }
+    }
+
+    fn merge(&mut self, other: &OpStats) {
+        assert_eq!(self.name, other.name, "per-kind stats of different layouts");
+        self.latency.add(&other.latency).expect("histograms of equal bounds add");
+        self.errors += other.errors;
+        self.conflicts += other.conflicts;
+        self.requests += other.requests;
+        self.keys += other.keys;
+    }
+
+    /// Successful operations.
+    pub fn ok(&self) -> u64 {
+        self.latency.len()
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds")
+}
+
+fn clamp_nanos(latency: Duration) -> u64 {
+    u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).clamp(1, LATENCY_NS_MAX)
 }
 
 impl Default for Stats {
@@ -44,19 +91,41 @@ impl Stats {
     /// Empty measurements.
     pub fn new() -> Stats {
         Stats {
-            latency: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds"),
+            latency: new_histogram(),
             errors: [0; CODES],
             error_samples: Default::default(),
             outcomes: Outcomes::default(),
             timeline: Vec::new(),
+            ops: Vec::new(),
         }
+    }
+
+    /// Empty measurements with per-kind stats for `names` (indexed alike).
+    pub fn with_ops(names: &[&'static str]) -> Stats {
+        Stats { ops: names.iter().map(|&name| OpStats::new(name)).collect(), ..Stats::new() }
+    }
+
+    /// A successful operation of kind `op`: counted overall (as
+    /// [`Stats::record_ok`]) and for its kind, whose stats are returned.
+    pub fn record_op_ok(&mut self, op: usize, latency: Duration, since_start: Duration) -> &mut OpStats {
+        self.record_ok(latency, since_start);
+        let kind = &mut self.ops[op];
+        kind.latency.saturating_record(clamp_nanos(latency));
+        kind
+    }
+
+    /// A failed operation of kind `op`, overall and for its kind.
+    pub fn record_op_error(&mut self, op: usize, status: &Status) -> &mut OpStats {
+        self.record_error(status);
+        let kind = &mut self.ops[op];
+        kind.errors += 1;
+        kind
     }
 
     /// A successful request that took `latency` and ended `since_start`
     /// after the measured phase began.
     pub fn record_ok(&mut self, latency: Duration, since_start: Duration) {
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).clamp(1, LATENCY_NS_MAX);
-        self.latency.saturating_record(nanos);
+        self.latency.saturating_record(clamp_nanos(latency));
         let second = since_start.as_secs() as usize;
         if self.timeline.len() <= second {
             self.timeline.resize(second + 1, 0);
@@ -96,6 +165,14 @@ impl Stats {
         }
         for (mine, theirs) in self.timeline.iter_mut().zip(&other.timeline) {
             *mine += theirs;
+        }
+        if self.ops.is_empty() {
+            self.ops = other.ops.clone();
+        } else if !other.ops.is_empty() {
+            assert_eq!(self.ops.len(), other.ops.len(), "per-kind stats of different layouts");
+            for (mine, theirs) in self.ops.iter_mut().zip(&other.ops) {
+                mine.merge(theirs);
+            }
         }
     }
 
@@ -236,6 +313,23 @@ mod tests {
         s.record_ok(Duration::from_secs(3600), ms(0));
         assert_eq!(s.ok(), 2);
         assert!(s.summary(ms(1)).max_us >= LATENCY_NS_MAX as f64 / 1e3 * 0.999);
+    }
+
+    #[test]
+    fn operation_kinds_count_apart_and_overall_and_merge() {
+        let (mut a, mut b) = (Stats::with_ops(&["get", "put"]), Stats::with_ops(&["get", "put"]));
+        a.record_op_ok(0, Duration::from_micros(10), ms(0)).keys += 3;
+        a.record_op_ok(1, Duration::from_micros(20), ms(1500)).conflicts += 1;
+        b.record_op_error(1, &Status::unavailable("down")).requests += 1;
+        b.record_op_ok(1, Duration::from_micros(30), ms(0));
+        let mut all = Stats::new();
+        all.merge(&a);
+        all.merge(&b);
+        assert_eq!((all.ok(), all.failed(), all.timeline.clone()), (3, 1, vec![2, 1]));
+        let (get, put) = (&all.ops[0], &all.ops[1]);
+        assert_eq!((get.name, get.ok(), get.keys, get.errors), ("get", 1, 3, 0));
+        assert_eq!((put.name, put.ok(), put.conflicts, put.errors, put.requests), ("put", 2, 1, 1, 1));
+        assert!(Stats::new().ops.is_empty());
     }
 
     #[test]

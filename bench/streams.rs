@@ -65,6 +65,8 @@ pub enum Prepared {
     Slow(SlowSet),
     Watch(WatchSet),
     Lease(LeaseSet),
+    /// `k8s`: leases granted, keys preloaded (see `k8s_run`).
+    K8s(Box<crate::k8s_run::K8sThread>),
 }
 
 impl Prepared {
@@ -85,6 +87,7 @@ impl Prepared {
             Prepared::Lease(l) => {
                 SetupCounts { streams: l.streams.len() as u64, leases: l.leases.len() as u64, ..Default::default() }
             }
+            Prepared::K8s(k) => SetupCounts { leases: k.leases() as u64, ..Default::default() },
         }
     }
 }
@@ -228,7 +231,7 @@ async fn setup_reply(replies: &mut ClientStream, what: &str) -> Result<Bytes, St
 }
 
 /// Grants `count` leases of `ttl` seconds over `conns`.
-async fn grant_leases(conns: &[GrpcClient], count: usize, ttl: i64) -> Result<Vec<i64>, String> {
+pub(crate) async fn grant_leases(conns: &[GrpcClient], count: usize, ttl: i64) -> Result<Vec<i64>, String> {
     let left = Rc::new(std::cell::Cell::new(count));
     let granted = Rc::new(RefCell::new(Vec::with_capacity(count)));
     let tasks: Vec<_> = (0..count.min(GRANT_TASKS_MAX))

@@ -38,6 +38,12 @@ pub struct Outcomes {
     pub bad_replies: u64,
     /// Keep-alives answered with TTL 0: the lease no longer existed.
     pub leases_expired: u64,
+    /// `k8s`: gets that saw another revision than the one the generator
+    /// itself last wrote (or read) for the key.
+    pub stale_reads: u64,
+    /// `k8s`: paginated lists whose pages disagreed with their count or
+    /// `more` (see `k8s::ListPager`).
+    pub list_mismatches: u64,
 }
 
 impl Outcomes {
@@ -49,6 +55,8 @@ impl Outcomes {
         self.keys_read += other.keys_read;
         self.bad_replies += other.bad_replies;
         self.leases_expired += other.leases_expired;
+        self.stale_reads += other.stale_reads;
+        self.list_mismatches += other.list_mismatches;
     }
 }
 
@@ -143,9 +151,12 @@ impl Workload {
         let (path, shape) = match options.workload {
             // watch-slow is put; watch and lease-keepalive build their
             // requests elsewhere (`watch`, `lease`) and preload nothing.
-            WorkloadKind::Put | WorkloadKind::WatchSlow | WorkloadKind::Watch | WorkloadKind::LeaseKeepAlive => {
-                return Workload::put(keys, value)
-            }
+            // k8s builds its requests in `k8s`; the put is never sent.
+            WorkloadKind::Put
+            | WorkloadKind::WatchSlow
+            | WorkloadKind::Watch
+            | WorkloadKind::LeaseKeepAlive
+            | WorkloadKind::K8s => return Workload::put(keys, value),
             WorkloadKind::Range if options.range_prefix => {
                 let (key, range_end) = keys.prefix_range();
                 let request = RangeRequest {
@@ -250,9 +261,11 @@ impl Workload {
     /// CAS txns; 0 means the key is absent).
     pub fn observe(&self, reply: Bytes, outcomes: &mut Outcomes) -> Option<i64> {
         let observed = match self.kind {
-            WorkloadKind::Put | WorkloadKind::WatchSlow | WorkloadKind::Watch | WorkloadKind::LeaseKeepAlive => {
-                PutResponse::decode(reply).map(|r| Some(revision_of(r.header)))
-            }
+            WorkloadKind::Put
+            | WorkloadKind::WatchSlow
+            | WorkloadKind::Watch
+            | WorkloadKind::LeaseKeepAlive
+            | WorkloadKind::K8s => PutResponse::decode(reply).map(|r| Some(revision_of(r.header))),
             WorkloadKind::Range => RangeResponse::decode(reply).map(|r| {
                 outcomes.keys_read += if r.kvs.is_empty() { r.count.max(0) as u64 } else { r.kvs.len() as u64 };
                 None
