@@ -10,6 +10,20 @@ use corekv::{log, log_error};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's `void mi_collect(bool force)`, from the library linked in
+    /// as the global allocator above.
+    fn mi_collect(force: bool);
+}
+
+/// Gives the calling thread's free mimalloc pages back to the OS.
+fn release_free_memory() {
+    // SAFETY: mi_collect takes a plain bool and has no preconditions: it
+    // walks the calling thread's mimalloc heap, which exists on every thread
+    // (mimalloc initialises it on first use), and frees only unused pages.
+    unsafe { mi_collect(true) }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("hw-check") {
@@ -37,6 +51,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     config.log_notices();
+    let _ = corekv::node::RELEASE_FREE_MEMORY.set(release_free_memory);
     match corekv::node::run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

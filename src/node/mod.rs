@@ -364,6 +364,12 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
         Ok(c) => c,
         Err(e) => fatal(&format!("raft: {e}")),
     };
+    // Recovery read whole segment files (64 MiB each by default) into
+    // buffers that are gone now: the allocator gives their pages back to
+    // the OS instead of keeping them as slack for the life of the process.
+    if let Some(release) = RELEASE_FREE_MEMORY.get() {
+        release();
+    }
     if shared.tick_advance && voters != [shared.member] {
         // etcd's --initial-election-tick-advance: the first election comes
         // after one tick instead of a whole timeout.
@@ -379,6 +385,10 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
     // Entries committed before the restart are applied again first.
     node.broadcast(|| Msg::Serve(commit));
 }
+
+/// Returns the calling thread's free allocator memory to the OS; set by the
+/// binary, which knows its global allocator.
+pub static RELEASE_FREE_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
 fn start_transport(shared: &Shared) -> crate::transport::TransportHandle {
     let Some(bind) = shared.peer_listen else { fatal("--listen-peer-urls has no usable address") };
