@@ -57,6 +57,9 @@ WORKLOADS
               under those prefixes; reports put -> event latency, events/s,
               missing and duplicate events, and server RSS per stream and per
               watcher (with --server-pid)
+  watch-fanout
+              watch with every watcher on one prefix: each put reaches all
+              of them
   watch-slow  put, while --slow-watchers watchers (on their own streams and
               connections) watch every key written and never read
   lease-keepalive
@@ -369,6 +372,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut progress = None;
     let mut key_size_given = false;
     let (mut watch_streams, mut watchers_per_stream, mut watch_prefixes) = (None, None, None);
+    let mut fanout = false;
     let mut watch_drain = None;
     let (mut slow_watchers, mut slow_streams, mut slow_conns) = (None, None, None);
     let (mut leases, mut lease_ttl) = (None, None);
@@ -387,6 +391,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         let Some(flag) = arg.strip_prefix("--") else {
             if workload.is_some() {
                 return Err(format!("unexpected argument {arg:?}: the workload is given already"));
+            }
+            if arg == "watch-fanout" {
+                // The watch workload with every watcher on one prefix: each
+                // put fans out to all of them.
+                workload = Some(WorkloadKind::Watch);
+                fanout = true;
+                continue;
             }
             workload = Some(WorkloadKind::parse(arg).ok_or_else(|| {
                 let names: Vec<_> = WorkloadKind::ALL.iter().map(|k| k.name()).collect();
@@ -489,6 +500,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         return Err(format!("--conns {conns} is less than --threads {threads}: every thread needs a connection"));
     }
     let is = |kind: WorkloadKind| workload == kind;
+    if fanout {
+        if watch_prefixes.is_some_and(|p| p != 1) {
+            return Err("--watch-prefixes: watch-fanout puts every watcher on one prefix".into());
+        }
+        watch_prefixes = Some(1);
+    }
     let watch = match (watch_streams, watchers_per_stream, watch_prefixes, watch_drain) {
         (None, None, None, None) if !is(WorkloadKind::Watch) => WatchOptions::default(),
         _ if !is(WorkloadKind::Watch) => {
@@ -875,6 +892,13 @@ mod tests {
         assert!(run("--clients 3").unwrap_err().contains("no workload"));
         assert!(run("put --endpoints https://a:1").unwrap_err().contains("TLS"));
         assert!(run("put --rate 0").unwrap().rate.is_none());
+    }
+
+    #[test]
+    fn watch_fanout_puts_every_watcher_on_one_prefix() {
+        let w = run("watch-fanout --conns 4 --watch-streams 4 --watchers-per-stream 250").unwrap();
+        assert_eq!((w.workload, w.watch.prefixes, w.watch.watchers()), (WorkloadKind::Watch, 1, 1000));
+        assert!(run("watch-fanout --watch-prefixes 10").unwrap_err().contains("one prefix"));
     }
 
     #[test]

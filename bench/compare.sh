@@ -36,7 +36,7 @@
 # or 3; --name then defaults to single-node or three-node.
 # --workloads takes names (see workload_args below) or groups: kv (the
 # default: put-1c, put-1000c, range-s-1000c, range-l-1000c), watch-lease
-# (issue 5: watch-10kw, lease-keepalive-100c, put-paced and
+# (issue 5: watch-10kw, watch-fanout-1kw, lease-keepalive-100c, put-paced and
 # put-paced-slow-1000w), k8s (k8s-16c) and all.
 # Environment: BIND_IP (127.0.0.77), COREKV_PORT (23790),
 #   ETCD_PORT (23791), ETCD_PEER_PORT (23792), COREKV_PEER_PORT (23793,
@@ -119,6 +119,9 @@ workload_args() {
     # prefixes on 10 connections, created before measuring; 100 writers put
     # 1,000 keys/s under the prefixes (10,000 events/s), every event checked.
     watch-10kw) echo "watch --conns 10 --clients 100 --rate 1000 --watch-streams 100 --watchers-per-stream 100 --watch-prefixes 1000 --val-size 256 --key-space-size 100000" ;;
+    # Fan-out: 1,000 watchers (10 streams x 100) on one prefix; 10 writers
+    # put 100 keys/s under it (100,000 events/s), every event checked.
+    watch-fanout-1kw) echo "watch-fanout --conns 10 --clients 10 --rate 100 --watch-streams 10 --watchers-per-stream 100 --val-size 256 --key-space-size 100000" ;;
     # 1,000 leases; 100 keep-alive streams, each renewing as soon as answered.
     lease-keepalive-100c) echo "lease-keepalive --conns 10 --clients 100 --leases 1000 --lease-ttl 60" ;;
     # Put at a fixed 1,000/s without, then with, 1,000 watchers of every key
@@ -134,9 +137,9 @@ workload_args() {
 }
 case "$WORKLOADS" in
   kv) WORKLOADS=put-1c,put-1000c,range-s-1000c,range-l-1000c ;;
-  watch-lease) WORKLOADS=watch-10kw,lease-keepalive-100c,put-paced,put-paced-slow-1000w ;;
+  watch-lease) WORKLOADS=watch-10kw,watch-fanout-1kw,lease-keepalive-100c,put-paced,put-paced-slow-1000w ;;
   k8s) WORKLOADS=k8s-16c ;;
-  all) WORKLOADS=put-1c,put-1000c,range-s-1000c,range-l-1000c,watch-10kw,lease-keepalive-100c,put-paced,put-paced-slow-1000w,k8s-16c ;;
+  all) WORKLOADS=put-1c,put-1000c,range-s-1000c,range-l-1000c,watch-10kw,watch-fanout-1kw,lease-keepalive-100c,put-paced,put-paced-slow-1000w,k8s-16c ;;
 esac
 IFS=, read -r -a WORKLOAD_LIST <<< "$WORKLOADS"
 for w in "${WORKLOAD_LIST[@]}"; do workload_args "$w" >/dev/null; done

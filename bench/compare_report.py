@@ -41,10 +41,13 @@ DESCRIPTIONS = {
     "txn-put-1000c": "k8s create Txn, 100 conns, 1000 clients",
     "txn-cas-1000c": "k8s update Txn, 100 conns, 1000 clients",
     "watch-10kw": "10,000 prefix watchers (100 streams x 100) over 1,000 prefixes, 10 conns; 100 writers put 1,000/s",
+    "watch-fanout-1kw": "1,000 watchers (10 streams x 100) of one prefix, 10 conns; 10 writers put 100/s under it",
     "lease-keepalive-100c": "LeaseKeepAlive, 100 streams on 10 conns, 1,000 leases, next request as soon as answered",
     "put-paced": "Put at 1,000/s, 100 clients, 10 conns (baseline for put-paced-slow-1000w)",
     "put-paced-slow-1000w": "put-paced while 1,000 watchers of every key (10 streams, 10 own conns) never read",
 }
+# Issue 5's watch delivery workloads.
+WATCH_WORKLOADS = ("watch-10kw", "watch-fanout-1kw")
 # Issue 5's pair: put latency without and with non-reading watchers.
 SLOW_PAIR = ("put-paced", "put-paced-slow-1000w")
 
@@ -355,41 +358,42 @@ def main():
 def issue5(result, add):
     """Watch delivery, memory per watcher and stream, keep-alives, slow watchers."""
     by = {s["workload"]: s for s in result["summary"]}
-    if not any(w in by for w in ("watch-10kw", "lease-keepalive-100c") + SLOW_PAIR):
+    if not any(w in by for w in WATCH_WORKLOADS + ("lease-keepalive-100c",) + SLOW_PAIR):
         return
     add("## Watch, lease keep-alive and slow watchers (issue 5)")
     add("")
-    w = by.get("watch-10kw")
-    if w:
-        r = w["ratios_corekv_over_etcd"]
-        add(f"**watch-10kw ratios (corekv / etcd):** event latency (put acknowledged -> event received) "
-            f"p50 {fmt_ratio(r['event_p50_ms'])}, p99 {fmt_ratio(r['event_p99_ms'])}; put sent -> event received "
-            f"p50 {fmt_ratio(r['event_sent_p50_ms'])}, p99 {fmt_ratio(r['event_sent_p99_ms'])}; RSS per watcher "
-            f"{fmt_ratio(r['rss_kib_per_watcher'])}, per stream {fmt_ratio(r['rss_kib_per_stream'])}.")
-        add("")
-        add("| server | ack->event p50 ms | p90 | p99 | p99.9 | max | sent->event p50 ms | p99 | events/s | "
-            "delivered / expected | delivery errors | events before put ack | RSS KiB / stream | RSS KiB / watcher | "
-            "RSS MiB: connected / streams open / watchers created / end | 10k creates s |")
-        add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for server in ("corekv", "etcd"):
-            m = w["medians"][server]
-            share = m["events_before_ack_share"]
-            add(f"| {server} | {fmt(m['event_p50_ms'], 3)} | {fmt(m['event_p90_ms'], 3)} | "
-                f"{fmt(m['event_p99_ms'], 3)} | {fmt(m['event_p99_9_ms'], 3)} | {fmt(m['event_max_ms'], 3)} | "
-                f"{fmt(m['event_sent_p50_ms'], 3)} | {fmt(m['event_sent_p99_ms'], 3)} | {fmt(m['events_per_s'], 0)} | "
-                f"{fmt(m['events_delivered'], 0)} / {fmt(m['events_expected'], 0)} | {fmt(m['watch_errors'], 0)} | "
-                f"{'n/a' if share is None else f'{share * 100:.0f}%'} | {fmt(m['rss_kib_per_stream'], 1)} | "
-                f"{fmt(m['rss_kib_per_watcher'], 2)} | {fmt(m['rss_connected_mib'], 1)} / "
-                f"{fmt(m['rss_streams_open_mib'], 1)} / {fmt(m['rss_set_up_mib'], 1)} / {fmt(m['rss_end_mib'], 1)} | "
-                f"{fmt(m['setup_create_s'], 2)} |")
-        add("")
-        add("Event latency: a writer records when each put was sent and when its reply arrived; each watcher "
-            "records when each event's response was decoded; matched by revision after the run (every expected "
-            "event must arrive exactly once, in order, within the drain). An event that arrives before its put's "
-            "reply counts as 0 from the ack. RSS per stream is the server's VmRSS growth while the 100 streams "
-            "were opened (each confirmed by a progress request) / 100; per watcher, the growth while the 10,000 "
-            "watches were created / 10,000 (medians over rounds; allocator and GC slack included).")
-        add("")
+    for name in WATCH_WORKLOADS:
+        w = by.get(name)
+        if w:
+            r = w["ratios_corekv_over_etcd"]
+            add(f"**{name} ratios (corekv / etcd):** event latency (put acknowledged -> event received) "
+                f"p50 {fmt_ratio(r['event_p50_ms'])}, p99 {fmt_ratio(r['event_p99_ms'])}; put sent -> event received "
+                f"p50 {fmt_ratio(r['event_sent_p50_ms'])}, p99 {fmt_ratio(r['event_sent_p99_ms'])}; RSS per watcher "
+                f"{fmt_ratio(r['rss_kib_per_watcher'])}, per stream {fmt_ratio(r['rss_kib_per_stream'])}.")
+            add("")
+            add("| server | ack->event p50 ms | p90 | p99 | p99.9 | max | sent->event p50 ms | p99 | events/s | "
+                "delivered / expected | delivery errors | events before put ack | RSS KiB / stream | RSS KiB / watcher | "
+                "RSS MiB: connected / streams open / watchers created / end | creates s |")
+            add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            for server in ("corekv", "etcd"):
+                m = w["medians"][server]
+                share = m["events_before_ack_share"]
+                add(f"| {server} | {fmt(m['event_p50_ms'], 3)} | {fmt(m['event_p90_ms'], 3)} | "
+                    f"{fmt(m['event_p99_ms'], 3)} | {fmt(m['event_p99_9_ms'], 3)} | {fmt(m['event_max_ms'], 3)} | "
+                    f"{fmt(m['event_sent_p50_ms'], 3)} | {fmt(m['event_sent_p99_ms'], 3)} | {fmt(m['events_per_s'], 0)} | "
+                    f"{fmt(m['events_delivered'], 0)} / {fmt(m['events_expected'], 0)} | {fmt(m['watch_errors'], 0)} | "
+                    f"{'n/a' if share is None else f'{share * 100:.0f}%'} | {fmt(m['rss_kib_per_stream'], 1)} | "
+                    f"{fmt(m['rss_kib_per_watcher'], 2)} | {fmt(m['rss_connected_mib'], 1)} / "
+                    f"{fmt(m['rss_streams_open_mib'], 1)} / {fmt(m['rss_set_up_mib'], 1)} / {fmt(m['rss_end_mib'], 1)} | "
+                    f"{fmt(m['setup_create_s'], 2)} |")
+            add("")
+            add("Event latency: a writer records when each put was sent and when its reply arrived; each watcher "
+                "records when each event's response was decoded; matched by revision after the run (every expected "
+                "event must arrive exactly once, in order, within the drain). An event that arrives before its put's "
+                "reply counts as 0 from the ack. RSS per stream is the server's VmRSS growth while the streams "
+                "were opened (each confirmed by a progress request) / their number; per watcher, the growth while "
+                "the watches were created / their number (medians over rounds; allocator and GC slack included).")
+            add("")
     k = by.get("lease-keepalive-100c")
     if k:
         r = k["ratios_corekv_over_etcd"]
