@@ -27,10 +27,15 @@ use crate::types::MemberId;
 /// A link must be authenticated this long after it started (handshake and
 /// hello), or it is closed. Also bounds one dial attempt.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+/// A dial that has heard nothing at all from the peer for this long is
+/// abandoned and redialed: a peer that restarts answers a fresh Initial at
+/// once, while the old attempt's retransmissions back off towards seconds.
+const DIAL_SILENCE: Duration = Duration::from_millis(300);
 /// First redial delay after a failed dial or a lost link; doubles per failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Largest redial delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Largest redial delay: with `DIAL_SILENCE`, a restarted peer is linked
+/// again within about 0.6 s.
+const BACKOFF_MAX: Duration = Duration::from_millis(300);
 /// Raft and Forward messages taken from a queue into the stream in one write.
 const BATCH_BYTES_MAX: usize = 4 << 20;
 /// Messages up to this size are copied into the batch buffer; larger ones are
@@ -98,6 +103,8 @@ struct Link {
     hello_in: Vec<u8>,
     /// Until when the link may stay unauthenticated.
     deadline: Option<Instant>,
+    /// For a dial: when to give up if the peer has not sent a datagram.
+    silence_deadline: Option<Instant>,
     out: [Option<OutStream>; 3],
     inbound: Vec<InStream>,
 }
@@ -113,6 +120,7 @@ impl Link {
             control: None,
             hello_in: Vec::with_capacity(HELLO_LEN),
             deadline: Some(now + HELLO_TIMEOUT),
+            silence_deadline: dialed.map(|_| now + DIAL_SILENCE),
             out: [None, None, None],
             inbound: Vec::new(),
         }
@@ -498,6 +506,13 @@ impl Engine {
             if link.state != LinkState::Closed && link.up().is_none() && link.deadline.is_some_and(|d| d <= now) {
                 self.unauthenticated_timeout(ch, &mut link, now);
             }
+            if link.silence_deadline.is_some_and(|d| d <= now) {
+                link.silence_deadline = None;
+                if link.state == LinkState::Handshaking && link.conn.stats().udp_rx.datagrams == 0 {
+                    crate::log_debug!("dialed peer is silent; redialing", "peer" => link.member(), "remote" => link.remote);
+                    self.end_link(ch, &mut link, now, Some((CLOSE_TIMEOUT, "no answer")));
+                }
+            }
             self.links.insert(ch, link);
             self.drive(ch, now);
         }
@@ -511,6 +526,7 @@ impl Engine {
             next = min_time(next, link.conn.poll_timeout());
             if link.state != LinkState::Closed && link.up().is_none() {
                 next = min_time(next, link.deadline);
+                next = min_time(next, link.silence_deadline);
             }
         }
         if !self.closing {

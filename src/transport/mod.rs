@@ -19,11 +19,12 @@
 //!
 //! Links. One QUIC connection per pair of members: **the member with the
 //! lower ID dials, the higher one accepts**. A dialer redials with backoff
-//! (100 ms doubling to 1 s) when its link goes away; an acceptor replaces an
-//! older link from the same member when a newer one authenticates (the dialer
-//! restarted). QUIC stateless-reset keys are derived from a per-member secret
-//! that survives a restart, so a restarted member resets its peers' stale links
-//! at once instead of leaving them to the 5 s idle timeout.
+//! (100 ms doubling to 300 ms; a dial that hears nothing for 300 ms starts
+//! over) when its link goes away; an acceptor replaces an older link from the
+//! same member when a newer one authenticates (the dialer restarted). QUIC
+//! stateless-reset keys are derived from a per-member secret that survives a
+//! restart, so a restarted member resets its peers' stale links at once
+//! instead of leaving them to the 5 s idle timeout.
 //!
 //! Streams. The dialer opens one bidirectional control stream for the hello.
 //! After authentication each side opens, lazily, one unidirectional stream per
