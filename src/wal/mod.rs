@@ -924,7 +924,10 @@ fn file_len(path: &Path) -> Result<u64, WalError> {
 }
 
 /// Reads a whole segment, or just its header block (buffered; recovery
-/// only).
+/// only). A whole segment comes back with at most one read piece of its
+/// trailing zeros: recovery only needs to see that the records end in
+/// unwritten space, and a preallocated segment is mostly zeros, which need
+/// not sit in memory.
 fn read_segment(path: &Path, full: bool) -> Result<Vec<u8>, WalError> {
     if !full {
         let file = File::open(path).map_err(|e| io_err("open", path, 0, e))?;
@@ -949,8 +952,38 @@ fn read_segment(path: &Path, full: bool) -> Result<Vec<u8>, WalError> {
             detail: format!("segment file is {len} bytes, above the {SEGMENT_BYTES_MAX}-byte bound"),
         });
     }
-    std::fs::read(path).map_err(|e| io_err("read", path, 0, e))
+    let file = File::open(path).map_err(|e| io_err("open", path, 0, e))?;
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    // All-zero bytes read since the last nonzero chunk: added only if
+    // something nonzero follows.
+    let mut zeros_pending = 0usize;
+    let mut at = 0u64;
+    loop {
+        let n = match file.read_at(&mut chunk, at) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("read", path, at, e)),
+        };
+        at += n as u64;
+        let piece = &chunk[..n];
+        if piece.iter().all(|&b| b == 0) {
+            zeros_pending += n;
+        } else {
+            out.resize(out.len() + zeros_pending, 0);
+            zeros_pending = 0;
+            out.extend_from_slice(piece);
+        }
+    }
+    // Keep one piece of the trailing zeros: the end of the records must
+    // still look like unwritten space, not like the end of the file.
+    out.resize(out.len() + zeros_pending.min(READ_CHUNK_BYTES), 0);
+    Ok(out)
 }
+
+/// Recovery reads segments in pieces of this size.
+const READ_CHUNK_BYTES: usize = 1 << 20;
 
 /// Makes sure the active segment is allocated to its full size (it may be
 /// short if something truncated it).
