@@ -73,8 +73,12 @@ WORKLOADS
               pages from last key + \\0 at the first page's revision),
               count-only Range of a resource prefix, and every
               --k8s-compact-interval the compact_rev_key Txn then Compact
-              of the revision recorded one interval before; reports each
-              kind's latency, conflicts (failed compares) and errors
+              of the revision recorded one interval before; thread 0 also
+              keeps kube-apiserver's watch cache: per resource, a list for
+              a revision, then a prefix watch from the next one (prev_kv,
+              progress_notify), listed and watched again after compaction;
+              reports each kind's latency, conflicts (failed compares),
+              errors, and watch events, restarts and errors
 
 OPTIONS
   --endpoints LIST       comma-separated host:port or http://host:port

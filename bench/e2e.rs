@@ -221,6 +221,8 @@ fn kubernetes_mixes_every_request_shape_without_errors_or_conflicts() {
     assert_eq!(k.stats.failed(), 0, "{:?}", k.stats.errors_by_code());
     let o = &k.stats.outcomes;
     assert_eq!((o.stale_reads, o.list_mismatches, o.bad_replies), (0, 0, 0), "{o:?}");
+    // The watch cache of every resource saw the writes, in order.
+    assert!(o.watch_events > 0 && o.watch_errors == 0, "{o:?}");
     let by_name = |name: &str| k.stats.ops.iter().find(|op| op.name == name).expect("a kind");
     for name in ["create", "update", "delete", "get", "list", "count", "compact-txn", "compact"] {
         let op = by_name(name);

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use corekv::api::grpc::{Code, GrpcClient, Status};
-use corekv::api::proto::etcdserverpb::{PutRequest, PutResponse, RangeResponse, TxnResponse};
+use corekv::api::proto::etcdserverpb::{
+    watch_request, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnResponse, WatchCreateRequest, WatchRequest,
+    WatchResponse,
+};
 use prost::Message;
 
 use crate::args::Options;
@@ -26,6 +29,9 @@ pub struct K8sThread {
     leases: Vec<i64>,
     /// Thread 0 only, unless compaction is off.
     compact_interval: Option<Duration>,
+    /// Thread 0: one prefix watch per resource, as kube-apiserver's watch
+    /// cache keeps.
+    watch: bool,
     seed: u64,
 }
 
@@ -55,7 +61,7 @@ pub async fn prepare(
     let preload = preload(&k8s, &leases, conns, &mut population, options.preload, clients).await;
     let compact_interval = if thread == 0 { options.k8s.compact_interval } else { None };
     let seed = options.seed ^ (thread as u64).wrapping_mul(0xd6e8_feb8_6659_fd93);
-    Ok((preload, K8sThread { k8s, population, leases, compact_interval, seed }))
+    Ok((preload, K8sThread { k8s, population, leases, compact_interval, watch: thread == 0, seed }))
 }
 
 /// Puts the thread's keys below `count` (with their leases) and records
@@ -144,6 +150,13 @@ impl K8sThread {
         let stop = Rc::new(Cell::new(false));
         if let Some(interval) = self.compact_interval {
             drop(monoio::spawn(compactor(ctx.clone(), conns[0].clone(), interval, stop.clone())));
+        }
+        if self.watch {
+            for r in 0..state.k8s.layout.resources().len() {
+                let prefix = state.k8s.layout.resource_prefix(r);
+                let conn = conns[r % conns.len()].clone();
+                drop(monoio::spawn(watch_cache(ctx.clone(), conn, prefix, stop.clone())));
+            }
         }
         let tasks: Vec<_> = (0..clients)
             .map(|i| monoio::spawn(client(ctx.clone(), state.clone(), conns[i % conns.len()].clone())))
@@ -353,6 +366,102 @@ async fn compactor(ctx: Rc<ThreadCtx>, conn: GrpcClient, interval: Duration, sto
         next += interval;
         if next > Instant::now() {
             monoio::time::sleep_until(monoio::time::Instant::from_std(next)).await;
+        }
+    }
+}
+
+/// kube-apiserver's watch cache for one resource: list (for a revision),
+/// then watch the resource's prefix from the next revision with previous
+/// versions and progress notifications; when the revision has been
+/// compacted away, list and watch again. Counts events and checks that
+/// revisions never go back. Left behind when the clients end, like the
+/// compactor.
+async fn watch_cache(ctx: Rc<ThreadCtx>, conn: GrpcClient, prefix: Vec<u8>, stop: Rc<Cell<bool>>) {
+    while !stop.get() {
+        let revision = match list_revision(&conn, &prefix).await {
+            Ok(r) => r,
+            Err(_) => {
+                ctx.stats.borrow_mut().outcomes.watch_errors += 1;
+                monoio::time::sleep(WATCH_RETRY).await;
+                continue;
+            }
+        };
+        match watch_from(&ctx, &conn, &prefix, revision + 1, &stop).await {
+            WatchEnd::Stopped => return,
+            WatchEnd::Compacted => ctx.stats.borrow_mut().outcomes.watch_restarts += 1,
+            WatchEnd::Failed => {
+                ctx.stats.borrow_mut().outcomes.watch_errors += 1;
+                monoio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Pause before listing and watching again after a failure.
+const WATCH_RETRY: Duration = Duration::from_millis(100);
+/// How often a watch checks whether the run is over.
+const WATCH_POLL: Duration = Duration::from_millis(200);
+
+enum WatchEnd {
+    Stopped,
+    Compacted,
+    Failed,
+}
+
+/// The store's revision, from the first page of a list of `prefix`.
+async fn list_revision(conn: &GrpcClient, prefix: &[u8]) -> Result<i64, Status> {
+    let req = RangeRequest {
+        key: prefix.to_vec().into(),
+        range_end: crate::keys::prefix_end(prefix).into(),
+        limit: 1,
+        ..Default::default()
+    };
+    let reply = conn.unary(k8s::RANGE, req.encode_to_vec().into()).await?;
+    match RangeResponse::decode(reply) {
+        Ok(RangeResponse { header: Some(h), .. }) if h.revision > 0 => Ok(h.revision),
+        _ => Err(Status::internal("a list reply without a revision")),
+    }
+}
+
+const WATCH_METHOD: &str = "/etcdserverpb.Watch/Watch";
+
+/// Watches `prefix` from `start` until the run stops or the watch ends.
+async fn watch_from(ctx: &ThreadCtx, conn: &GrpcClient, prefix: &[u8], start: i64, stop: &Cell<bool>) -> WatchEnd {
+    let Ok((mut sink, mut replies)) = conn.streaming(WATCH_METHOD).await else { return WatchEnd::Failed };
+    let create = WatchCreateRequest {
+        key: prefix.to_vec().into(),
+        range_end: crate::keys::prefix_end(prefix).into(),
+        start_revision: start,
+        progress_notify: true,
+        prev_kv: true,
+        ..Default::default()
+    };
+    let req = WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) };
+    if sink.send(req.encode_to_vec().into()).await.is_err() {
+        return WatchEnd::Failed;
+    }
+    let mut last = start - 1;
+    loop {
+        if stop.get() {
+            return WatchEnd::Stopped;
+        }
+        let message = match monoio::time::timeout(WATCH_POLL, replies.message()).await {
+            Err(_) => continue,
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None) | Err(_)) => return if stop.get() { WatchEnd::Stopped } else { WatchEnd::Failed },
+        };
+        let Ok(r) = WatchResponse::decode(message) else { return WatchEnd::Failed };
+        if r.canceled {
+            return if r.compact_revision > 0 { WatchEnd::Compacted } else { WatchEnd::Failed };
+        }
+        let mut o = ctx.stats.borrow_mut();
+        for e in &r.events {
+            let rev = e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+            if rev < last || rev < start {
+                o.outcomes.watch_errors += 1;
+            }
+            last = last.max(rev);
+            o.outcomes.watch_events += 1;
         }
     }
 }

@@ -251,6 +251,9 @@ impl Report<'_> {
                             ("leases_expired", int(outcomes.leases_expired)),
                             ("stale_reads", int(outcomes.stale_reads)),
                             ("list_mismatches", int(outcomes.list_mismatches)),
+                            ("watch_events", int(outcomes.watch_events)),
+                            ("watch_restarts", int(outcomes.watch_restarts)),
+                            ("watch_errors", int(outcomes.watch_errors)),
                         ]),
                     ),
                     ("operations", operations_json(&r.stats.ops, s.elapsed_s)),
@@ -338,6 +341,12 @@ impl Report<'_> {
         }
         if o.list_mismatches > 0 {
             outcomes.push(format!("INCONSISTENT lists (pages disagree with count or more) {}", o.list_mismatches));
+        }
+        if o.watch_events + o.watch_restarts + o.watch_errors > 0 {
+            outcomes.push(format!("watch events {}, restarts after compaction {}", o.watch_events, o.watch_restarts));
+        }
+        if o.watch_errors > 0 {
+            outcomes.push(format!("WATCH ERRORS (failed streams, out-of-order events) {}", o.watch_errors));
         }
         if o.bad_replies > 0 {
             outcomes.push(format!("UNDECODABLE replies {}", o.bad_replies));

@@ -44,6 +44,14 @@ pub struct Outcomes {
     /// `k8s`: paginated lists whose pages disagreed with their count or
     /// `more` (see `k8s::ListPager`).
     pub list_mismatches: u64,
+    /// `k8s`: events its resource watches received.
+    pub watch_events: u64,
+    /// `k8s`: watches started again from a fresh list (their revision was
+    /// compacted), as kube-apiserver's watch cache does.
+    pub watch_restarts: u64,
+    /// `k8s`: watch failures: a stream that failed, an undecodable
+    /// response, or events out of revision order.
+    pub watch_errors: u64,
 }
 
 impl Outcomes {
@@ -57,6 +65,9 @@ impl Outcomes {
         self.leases_expired += other.leases_expired;
         self.stale_reads += other.stale_reads;
         self.list_mismatches += other.list_mismatches;
+        self.watch_events += other.watch_events;
+        self.watch_restarts += other.watch_restarts;
+        self.watch_errors += other.watch_errors;
     }
 }
 
