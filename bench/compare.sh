@@ -185,10 +185,8 @@ if [ "$CROSS_CHECK" = 1 ] && [ ! -x "$ETCD_BENCHMARK" ]; then
   fi
 fi
 
-port_free() { ! ss -Hltn "sport = :$2" 2>/dev/null | grep -q "$1:$2 "; }
-port_free_udp() { ! ss -Hlun "sport = :$2" 2>/dev/null | grep -q "$1:$2 "; }
-# member_ip I: cluster member I's (1-based) loopback address, BIND_IP + I - 1.
-member_ip() { echo "${BIND_IP%.*}.$(( ${BIND_IP##*.} + $1 - 1 ))"; }
+# shellcheck source=bench/cluster-layout.sh
+. "$REPO/bench/cluster-layout.sh"
 if [ "$MEMBERS" = 1 ]; then
   for p in "$COREKV_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT"; do
     port_free "$BIND_IP" "$p" || die "$BIND_IP:$p is in use; set BIND_IP or the *_PORT variables"
@@ -217,28 +215,7 @@ server_cmd() {
 }
 endpoint() { if [ "$1" = corekv ]; then echo "$COREKV_EP"; else echo "$ETCD_EP"; fi; }
 
-# --- clusters (--members > 1) ---
-# Member I is named mI and listens on member_ip I; the two servers use
-# different ports (corekv: COREKV_PORT, COREKV_PEER_PORT over UDP/QUIC;
-# etcd: ETCD_PORT, ETCD_PEER_PORT), so they never collide.
-client_port() { if [ "$1" = corekv ]; then echo "$COREKV_PORT"; else echo "$ETCD_PORT"; fi; }
-peer_port() { if [ "$1" = corekv ]; then echo "$COREKV_PEER_PORT"; else echo "$ETCD_PEER_PORT"; fi; }
-member_endpoint() { echo "$(member_ip "$2"):$(client_port "$1")"; }
-initial_cluster() {
-  local i out=
-  for i in $(seq 1 "$MEMBERS"); do out="${out:+$out,}m$i=http://$(member_ip "$i"):$(peer_port "$1")"; done
-  echo "$out"
-}
-# member_cmd SERVER I DATA_DIR: member I's exact command line.
-member_cmd() {
-  local server=$1 i=$2 data=$3 ip cep pep
-  ip=$(member_ip "$i"); cep="http://$ip:$(client_port "$server")"; pep="http://$ip:$(peer_port "$server")"
-  local common="--name m$i --data-dir $data --listen-client-urls $cep --advertise-client-urls $cep --listen-peer-urls $pep --initial-advertise-peer-urls $pep --initial-cluster $(initial_cluster "$server") --initial-cluster-state new --initial-cluster-token bench"
-  case "$server" in
-    corekv) echo "$COREKV $common${COREKV_CORES:+ --cores $COREKV_CORES}" ;;
-    etcd) echo "$ETCD $common" ;;
-  esac
-}
+# --- clusters (--members > 1): the layout is in cluster-layout.sh ---
 
 # cluster_view SERVER: one line per member that answers `endpoint status`:
 # "mI member_id leader_id" (64-bit ids kept exact: python's int, not jq).
@@ -342,7 +319,6 @@ stop_server() {
 
 proc_cpu_ticks() { local f; read -r -a f <<< "$(sed 's/^.*) //' "/proc/$1/stat")"; echo $(( f[11] + f[12] )); }
 vm_hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # run_main SERVER WORKLOAD ROUND: corekv-bench for --duration, fresh server.
 run_main() {

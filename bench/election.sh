@@ -139,34 +139,14 @@ cargo build --release 2>&1 | tail -n 2
 [ -x "$COREKV" ] && [ -x "$BENCH" ] || die "release build did not produce $COREKV and $BENCH"
 
 # --- the cluster layout (as compare.sh --members 3) ---
-member_ip() { echo "${BIND_IP%.*}.$(( ${BIND_IP##*.} + $1 - 1 ))"; }
-client_port() { if [ "$1" = corekv ]; then echo "$COREKV_PORT"; else echo "$ETCD_PORT"; fi; }
-peer_port() { if [ "$1" = corekv ]; then echo "$COREKV_PEER_PORT"; else echo "$ETCD_PEER_PORT"; fi; }
-member_endpoint() { echo "$(member_ip "$2"):$(client_port "$1")"; }
+# shellcheck source=bench/cluster-layout.sh
+. "$REPO/bench/cluster-layout.sh"
 all_endpoints() {
   local i out=
   for i in $(seq 1 "$MEMBERS"); do out="${out:+$out,}$(member_endpoint "$1" "$i")"; done
   echo "$out"
 }
-initial_cluster() {
-  local i out=
-  for i in $(seq 1 "$MEMBERS"); do out="${out:+$out,}m$i=http://$(member_ip "$i"):$(peer_port "$1")"; done
-  echo "$out"
-}
-# member_cmd SERVER I DATA_DIR: member I's exact command line (the same on
-# a restart: both servers then ignore the --initial-cluster* flags).
-member_cmd() {
-  local server=$1 i=$2 data=$3 ip cep pep
-  ip=$(member_ip "$i"); cep="http://$ip:$(client_port "$server")"; pep="http://$ip:$(peer_port "$server")"
-  local common="--name m$i --data-dir $data --listen-client-urls $cep --advertise-client-urls $cep --listen-peer-urls $pep --initial-advertise-peer-urls $pep --initial-cluster $(initial_cluster "$server") --initial-cluster-state new --initial-cluster-token bench"
-  case "$server" in
-    corekv) echo "$COREKV $common${COREKV_CORES:+ --cores $COREKV_CORES}" ;;
-    etcd) echo "$ETCD $common" ;;
-  esac
-}
 
-port_free() { ! ss -Hltn "sport = :$2" 2>/dev/null | grep -q "$1:$2 "; }
-port_free_udp() { ! ss -Hlun "sport = :$2" 2>/dev/null | grep -q "$1:$2 "; }
 [ $(( ${BIND_IP##*.} + MEMBERS - 1 )) -le 254 ] || die "BIND_IP $BIND_IP leaves no room for $MEMBERS addresses"
 for i in $(seq 1 "$MEMBERS"); do
   ip=$(member_ip "$i")
@@ -393,7 +373,6 @@ run_server() {
   if [ "$KEEP_WORK" = 0 ]; then rm -rf "$dir/data"; fi
 }
 
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_START=$(loadavg)
 echo "load average at start: $LOAD_START"
