@@ -260,24 +260,6 @@ async fn five_members_serve_with_a_majority_and_refuse_without_one() {
     assert!(all.contains_key("/majority"));
 }
 
-/// etcdctl (Debian's etcd-client) against `endpoints`: its stdout, or the
-/// failure with its output.
-fn etcdctl(endpoints: &str, args: &[&str]) -> String {
-    let etcdctl = std::env::var("COREKV_ETCDCTL").unwrap_or_else(|_| "etcdctl".into());
-    let out = std::process::Command::new(&etcdctl)
-        .env("ETCDCTL_API", "3")
-        .arg("--endpoints")
-        .arg(endpoints)
-        .arg("--dial-timeout=5s")
-        .arg("--command-timeout=20s")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{etcdctl} did not run ({e}); install Debian's etcd-client"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "etcdctl {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_are_listed_with_their_urls_and_leadership_moves_on_request() {
     let cluster = Cluster::start("roster", 3);
@@ -328,13 +310,13 @@ async fn members_are_listed_with_their_urls_and_leadership_moves_on_request() {
     // etcdctl sees the same: member list, endpoint status over the cluster
     // found through any one member, and move-leader.
     let one = cluster.members[leader].endpoint();
-    let list = etcdctl(&one, &["member", "list"]);
+    let list = common::etcdctl(&one, &["member", "list"]);
     for i in 0..3 {
         let line = list.lines().find(|l| l.contains(&format!(", m{i}, "))).unwrap_or_else(|| panic!("m{i}: {list}"));
         assert!(line.contains(", started, ") && line.ends_with(", false"), "{line}");
         assert!(line.contains(&cluster.members[i].endpoint()), "{line}");
     }
-    let status = etcdctl(&one, &["endpoint", "status", "--cluster", "-w", "json"]);
+    let status = common::etcdctl(&one, &["endpoint", "status", "--cluster", "-w", "json"]);
     for i in 0..3 {
         assert!(status.contains(&cluster.members[i].endpoint()), "{status}");
     }
@@ -343,7 +325,7 @@ async fn members_are_listed_with_their_urls_and_leadership_moves_on_request() {
     assert!(status.matches(&json_leader).count() == 3, "every member names the new leader {leader_hex}: {status}");
     // etcdctl finds the leader among the endpoints it is given.
     let all: Vec<String> = cluster.members.iter().map(|s| s.endpoint()).collect();
-    let back = etcdctl(&all.join(","), &["move-leader", &format!("{:x}", ids[leader])]);
+    let back = common::etcdctl(&all.join(","), &["move-leader", &format!("{:x}", ids[leader])]);
     assert!(back.contains("Leadership transferred"), "{back}");
     assert_eq!(cluster.leader().await, leader);
 }

@@ -6,28 +6,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::Server;
 
-fn etcdctl_bin() -> String {
-    std::env::var("COREKV_ETCDCTL").unwrap_or_else(|_| "etcdctl".into())
-}
-
 /// Runs etcdctl against `s`; its stdout, or a panic with its output.
 fn ctl(s: &Server, args: &[&str]) -> String {
-    let out = Command::new(etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .arg("--endpoints")
-        .arg(s.endpoint())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("etcdctl did not run ({e}); install Debian's etcd-client"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "etcdctl {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
-    stdout
+    common::etcdctl(&s.endpoint(), args)
 }
 
 /// A long-running etcdctl whose stdout lines arrive on a channel.
@@ -38,10 +25,7 @@ struct Running {
 
 impl Running {
     fn start(s: &Server, args: &[&str], stdin: bool) -> Running {
-        let mut child = Command::new(etcdctl_bin())
-            .env("ETCDCTL_API", "3")
-            .arg("--endpoints")
-            .arg(s.endpoint())
+        let mut child = common::etcdctl_command(&s.endpoint())
             .args(args)
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())

@@ -355,6 +355,28 @@ pub fn status_of(e: &etcd_client::Error) -> (i32, String) {
     }
 }
 
+/// An etcdctl v3 command against `endpoints`: `COREKV_ETCDCTL`, or Debian's
+/// etcdctl (etcd-client) on PATH.
+pub fn etcdctl_command(endpoints: &str) -> Command {
+    let bin = std::env::var("COREKV_ETCDCTL").unwrap_or_else(|_| "etcdctl".into());
+    let mut c = Command::new(bin);
+    c.env("ETCDCTL_API", "3").args(["--endpoints", endpoints, "--dial-timeout=5s", "--command-timeout=20s"]);
+    c
+}
+
+/// Runs etcdctl `args` against `endpoints`: its stdout, or a panic with
+/// its output.
+#[track_caller]
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> String {
+    let out = etcdctl_command(endpoints)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("etcdctl did not run ({e}); install Debian's etcd-client"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "etcdctl {args:?}: {}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 /// The error of `r` as a (code, message) pair; panics if `r` succeeded.
 #[track_caller]
 pub fn expect_status<T: fmt::Debug>(r: Result<T, etcd_client::Error>) -> (i32, String) {
