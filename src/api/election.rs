@@ -269,17 +269,7 @@ async fn wait_delete<B: Backend>(b: &B, key: Vec<u8>, from: i64) -> Result<(), S
 /// A watch of the recipes: every change to `key` (up to `end`) from
 /// revision `start_rev` on, without filters.
 fn watch_spec(key: Vec<u8>, end: Option<RangeEnd>, start_rev: i64) -> Spec {
-    Spec {
-        key,
-        end,
-        start_rev,
-        prev_kv: false,
-        no_put: false,
-        no_delete: false,
-        progress_notify: false,
-        fragment: false,
-        id: 0,
-    }
+    Spec { key, end, start_rev, ..Default::default() }
 }
 
 /// The leader key of a request that must carry one.

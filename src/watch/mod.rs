@@ -46,8 +46,9 @@ pub struct WatchKey {
     pub id: i64,
 }
 
-/// etcd's `WatchCreateRequest`, with the key range resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// etcd's `WatchCreateRequest`, with the key range resolved. The default
+/// is a watch of the empty key from now, without options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Spec {
     /// First key.
     pub key: Vec<u8>,

@@ -28,17 +28,7 @@ fn prefix(p: &str, start_rev: i64) -> Spec {
     if let Some(last) = end.last_mut() {
         *last += 1;
     }
-    Spec {
-        key: p.into(),
-        end: Some(RangeEnd::Before(end)),
-        start_rev,
-        prev_kv: false,
-        no_put: false,
-        no_delete: false,
-        progress_notify: false,
-        fragment: false,
-        id: 0,
-    }
+    Spec { key: p.into(), end: Some(RangeEnd::Before(end)), start_rev, ..Default::default() }
 }
 
 fn joined(shards: usize, rev: i64) -> Hub {
