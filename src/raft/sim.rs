@@ -795,7 +795,7 @@ impl Sim {
         let mut final_write: Option<u64> = None;
         while self.now < deadline {
             self.step();
-            if final_write.is_none() && self.now % 50 == 0 {
+            if final_write.is_none() && self.now.is_multiple_of(50) {
                 let before = self.next_request;
                 self.client_write_to_leader();
                 if self.next_request != before {
@@ -805,7 +805,7 @@ impl Sim {
             let Some(seq) = final_write else { continue };
             let Some(&index) = self.oracle.acked.get(&seq) else {
                 // Not taken (leader changed): try again.
-                if self.now % 500 == 0 {
+                if self.now.is_multiple_of(500) {
                     final_write = None;
                 }
                 continue;
