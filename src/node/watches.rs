@@ -71,6 +71,7 @@ impl NodeHandle {
                 monoio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
+            self.local().hub.borrow_mut().begin_join();
             let shards = self.local().shared.shards;
             let asks = (0..shards).map(|s| self.ask(ReactorId(s as u16), Query::WatchJoin));
             let answers = futures_util::future::join_all(asks).await;

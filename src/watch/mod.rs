@@ -200,6 +200,11 @@ pub struct Hub {
     feeds: Vec<VecDeque<(i64, Arc<Vec<Event>>)>>,
     /// Every change up to here has been handed to the watches.
     released: i64,
+    /// A join is under way: shards that already answered may feed before
+    /// the hub learns their join revision, so their feeds are kept.
+    joining: bool,
+    /// The highest join revision of the join under way.
+    join_rev: i64,
     watches: HashMap<WatchKey, Watch>,
     index: Index<WatchKey>,
     streams: HashMap<StreamId, Stream>,
@@ -214,6 +219,8 @@ impl Hub {
             marks: vec![None; shards],
             feeds: (0..shards).map(|_| VecDeque::new()).collect(),
             released: 0,
+            joining: false,
+            join_rev: 0,
             watches: HashMap::new(),
             index: Index::default(),
             streams: HashMap::new(),
@@ -232,14 +239,31 @@ impl Hub {
         self.watches.is_empty()
     }
 
-    /// Shard `shard` feeds this hub from revision `rev` on.
+    /// The node asked every shard to feed this hub. A shard starts feeding
+    /// as soon as it answered, and its first feeds can arrive before the
+    /// answers of the others: from now on they are kept until
+    /// [`Hub::shard_joined`] says from which revision they count.
+    pub fn begin_join(&mut self) {
+        if !self.joined() {
+            self.joining = true;
+        }
+    }
+
+    /// Shard `shard` feeds this hub from revision `rev` on: the changes up
+    /// to `rev` are not fed, the ones after it all are.
     pub fn shard_joined(&mut self, shard: usize, rev: i64) {
-        self.marks[shard] = Some(rev);
-        self.feeds[shard].clear();
+        // Feeds kept from before the answer that are not after `rev` came
+        // from an earlier join (the shard had not yet seen the leave).
+        self.feeds[shard].retain(|(upto, _)| *upto > rev);
+        let fed = self.feeds[shard].back().map_or(rev, |(upto, _)| *upto);
+        self.marks[shard] = Some(fed);
+        self.join_rev = self.join_rev.max(rev);
         if self.joined() {
             // Changes up to the highest join revision are not all fed:
             // watches start after it.
-            self.released = self.marks.iter().flatten().copied().max().unwrap_or(0);
+            self.released = self.released.max(self.join_rev);
+            self.joining = false;
+            self.join_rev = 0;
             self.release();
         }
     }
@@ -248,6 +272,8 @@ impl Hub {
     pub fn left(&mut self) {
         self.marks.iter_mut().for_each(|m| *m = None);
         self.feeds.iter_mut().for_each(VecDeque::clear);
+        self.joining = false;
+        self.join_rev = 0;
     }
 
     /// The revision up to which every change has been handed out.
@@ -362,6 +388,10 @@ impl Hub {
     /// A shard's feed: its changes of one batch and its revision after it.
     pub fn feed(&mut self, shard: usize, upto: i64, events: Arc<Vec<Event>>) {
         if self.marks[shard].is_none() {
+            if self.joining {
+                // Its join answer is on the way (see `begin_join`).
+                self.feeds[shard].push_back((upto, events));
+            }
             return;
         }
         self.marks[shard] = Some(upto);

@@ -173,3 +173,37 @@ fn progress_goes_to_quiet_watches_that_asked_and_requests_get_id_minus_one() {
     h.request_progress(1);
     assert_eq!(drain(&mut h, 1), vec![Out::Progress { id: -1, revision: 4 }]);
 }
+
+#[test]
+fn feeds_that_arrive_before_the_last_join_answer_are_kept() {
+    // Shard 0 answers the join at 5 and feeds revision 6 before shard 1's
+    // answer (also 5) arrives: revision 6 must still reach a watch created
+    // once the join is done.
+    let mut h = Hub::new(2);
+    h.open(1);
+    h.begin_join();
+    // A feed from an earlier join, sent before the shard saw the leave.
+    h.feed(0, 4, Arc::new(vec![put("/old", 4, 0)]));
+    h.feed(0, 6, Arc::new(vec![put("/a", 6, 0)]));
+    h.shard_joined(0, 5);
+    h.shard_joined(1, 5);
+    assert!(h.joined());
+    h.create(1, prefix("/", 0));
+    assert_eq!(drain(&mut h, 1), vec![Out::Created { id: 0, revision: 5 }]);
+    h.feed(1, 6, Arc::new(vec![put("/z", 6, 1)]));
+    assert_eq!(events(&drain(&mut h, 1)), vec![(0, vec![("/a".into(), 6), ("/z".into(), 6)])]);
+    assert_eq!(h.watermark(), 6);
+}
+
+#[test]
+fn without_a_join_under_way_feeds_of_unjoined_shards_are_dropped() {
+    let mut h = Hub::new(1);
+    h.feed(0, 6, Arc::new(vec![put("/a", 6, 0)]));
+    h.begin_join();
+    h.shard_joined(0, 5);
+    h.open(1);
+    h.create(1, prefix("/", 0));
+    assert_eq!(drain(&mut h, 1), vec![Out::Created { id: 0, revision: 5 }]);
+    h.feed(0, 8, Arc::new(vec![put("/b", 8, 0)]));
+    assert_eq!(events(&drain(&mut h, 1)), vec![(0, vec![("/b".into(), 8)])]);
+}
