@@ -529,8 +529,14 @@ impl Grpc {
         framed.put_u8(0);
         framed.put_u32(body.len() as u32);
         framed.put_slice(&body);
-        stream.send_data(framed.freeze(), true).map_err(Status::from_h2)?;
-        let response = response.await.map_err(Status::from_h2)?;
+        // A server may answer (and close the stream) before the body is
+        // sent, e.g. for an unknown method: then sending fails with
+        // "inactive stream", and its answer is what counts.
+        let sent = stream.send_data(framed.freeze(), true).map_err(Status::from_h2);
+        let response = match response.await {
+            Ok(r) => r,
+            Err(e) => return Err(sent.err().unwrap_or_else(|| Status::from_h2(e))),
+        };
         let (parts, mut recv) = response.into_parts();
         if let Some(status) = grpc_status(&parts.headers) {
             // Trailers-only response.
