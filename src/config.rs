@@ -1115,7 +1115,10 @@ mod tests {
             (&["--peer-client-key-file", "k"], "--peer-client-key-file: this peer TLS setting is not supported yet"),
             (&["--peer-crl-file", "crl"], "--peer-crl-file: this peer TLS setting is not supported yet"),
             (&["--peer-cert-allowed-cn", "cn"], "--peer-cert-allowed-cn: this peer TLS setting is not supported yet"),
-            (&["--peer-cert-allowed-hostname", "h"], "--peer-cert-allowed-hostname: this peer TLS setting is not supported yet"),
+            (
+                &["--peer-cert-allowed-hostname", "h"],
+                "--peer-cert-allowed-hostname: this peer TLS setting is not supported yet",
+            ),
             (
                 &["--experimental-peer-skip-client-san-verification"],
                 "--experimental-peer-skip-client-san-verification: this peer TLS setting is not supported yet",
@@ -1150,10 +1153,6 @@ mod tests {
             ),
             (&["--cors", "http://a.example"], "--cors: CORS restrictions are not supported yet"),
             (&["--host-whitelist", "a.example"], "--host-whitelist: Host header restrictions are not supported yet"),
-            (
-                &["--initial-cluster-state", "existing"],
-                "--initial-cluster-state: joining an existing cluster needs membership changes, which are not built yet",
-            ),
             (&["--discovery", "https://discovery.etcd.io/x"], "--discovery: discovery is not supported yet"),
             (&["--discovery-proxy", "http://p:1"], "--discovery-proxy: discovery is not supported yet"),
             (&["--discovery-srv", "example.com"], "--discovery-srv: discovery is not supported yet"),

@@ -82,6 +82,51 @@ pub trait Backend: 'static {
     /// etcd's MoveLeader: hands leadership to `target` and waits until it
     /// leads.
     fn move_leader(&self, target: u64) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+    /// etcd's MemberAdd, MemberRemove, MemberUpdate and MemberPromote:
+    /// waits until the change is applied here, then answers with the
+    /// member it concerns and every member after it.
+    fn member_change(&self, req: MemberRequest) -> LocalBoxFuture<'static, Result<MemberChanged, ClusterError>>;
+    /// Whether this member is a learner (etcd serves learners' clients only
+    /// Status and serializable ranges).
+    fn is_learner(&self) -> bool;
+}
+
+/// A membership change a client asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberRequest {
+    /// MemberAdd.
+    Add {
+        /// Its peer URLs.
+        peer_urls: Vec<String>,
+        /// As a learner.
+        learner: bool,
+    },
+    /// MemberRemove.
+    Remove {
+        /// The member.
+        id: crate::types::MemberId,
+    },
+    /// MemberUpdate: new peer URLs.
+    Update {
+        /// The member.
+        id: crate::types::MemberId,
+        /// Its new peer URLs.
+        peer_urls: Vec<String>,
+    },
+    /// MemberPromote: a learner becomes a voter.
+    Promote {
+        /// The member.
+        id: crate::types::MemberId,
+    },
+}
+
+/// A membership change as applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberChanged {
+    /// The member the change concerned (for MemberAdd's reply).
+    pub member: MemberInfo,
+    /// Every member after the change.
+    pub members: Vec<MemberInfo>,
 }
 
 /// One member, as MemberList shows it.
@@ -110,6 +155,24 @@ pub enum ClusterError {
     TransferTimeout,
     /// The node is shutting down.
     Stopped,
+    /// No such member (or it was removed).
+    MemberNotFound,
+    /// A member with that ID exists.
+    MemberExists,
+    /// Another member has one of those peer URLs.
+    PeerUrlExists,
+    /// The peer URLs are not valid.
+    BadUrls,
+    /// Only a learner can be promoted.
+    NotLearner,
+    /// The learner's log is too far behind the leader's to promote it.
+    LearnerNotReady,
+    /// The cluster has as many learners as it may.
+    TooManyLearners,
+    /// No leader is known.
+    NoLeader,
+    /// The change did not apply within the request timeout.
+    Timeout,
 }
 
 /// A granted lease.

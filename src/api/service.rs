@@ -6,12 +6,13 @@ use std::rc::Rc;
 use bytes::Bytes;
 use prost::Message;
 
-use super::backend::Backend;
+use super::backend::{Backend, MemberRequest};
 use super::grpc::{
     CallContext, Code, HttpReply, LocalBoxFuture, MethodKind, RequestStream, ResponseSink, Service, Status,
 };
 use super::kv::{self, Limits};
 use super::proto::etcdserverpb as pb;
+use crate::types::MemberId;
 
 /// The server version corekv reports: an etcd 3.5 release, so clients
 /// (kube-apiserver among them) enable the features they gate on it.
@@ -116,7 +117,42 @@ fn cluster_error(e: super::backend::ClusterError) -> Status {
             Status::new(Code::Unknown, "etcdserver: request timed out, leader transfer took too long")
         }
         E::Stopped => Status::unavailable("etcdserver: server stopped"),
+        E::MemberNotFound => Status::new(Code::NotFound, "etcdserver: member not found"),
+        E::MemberExists => Status::new(Code::FailedPrecondition, "etcdserver: member ID already exist"),
+        E::PeerUrlExists => Status::new(Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
+        E::BadUrls => Status::new(Code::InvalidArgument, "etcdserver: given member URLs are invalid"),
+        E::NotLearner => Status::new(Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
+        E::LearnerNotReady => Status::new(
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
+        E::TooManyLearners => Status::new(Code::FailedPrecondition, "etcdserver: too many learner members in cluster"),
+        E::NoLeader => Status::unavailable("etcdserver: no leader"),
+        E::Timeout => Status::unavailable("etcdserver: request timed out"),
     }
+}
+
+fn pb_member(m: super::backend::MemberInfo) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+/// What etcd serves a learner's clients: Status and serializable ranges.
+fn learner_may_serve(path: &str, body: &Bytes) -> bool {
+    match path {
+        "/etcdserverpb.Maintenance/Status" => true,
+        "/etcdserverpb.KV/Range" => pb::RangeRequest::decode(body.clone()).is_ok_and(|r| r.serializable),
+        _ => false,
+    }
+}
+
+fn not_for_learner() -> Status {
+    Status::unavailable("etcdserver: rpc not supported for learner")
 }
 
 /// The etcd services over one reactor's [`Backend`].
@@ -133,6 +169,9 @@ impl<B: Backend> EtcdService<B> {
 
     async fn call(self: Rc<Self>, path: String, body: Bytes) -> Result<Bytes, Status> {
         let b = &self.backend;
+        if b.is_learner() && !learner_may_serve(&path, &body) && lookup(&path).is_some() {
+            return Err(not_for_learner());
+        }
         match path.as_str() {
             "/etcdserverpb.KV/Range" => kv::range(b, body).await,
             "/etcdserverpb.KV/Put" => kv::put(b, body, &self.limits).await,
@@ -142,18 +181,37 @@ impl<B: Backend> EtcdService<B> {
             "/etcdserverpb.Maintenance/Status" => Ok(self.status()),
             "/etcdserverpb.Cluster/MemberList" => {
                 let _: pb::MemberListRequest = super::kv::decode(&body)?;
-                let members = b
-                    .members()
-                    .into_iter()
-                    .map(|m| pb::Member {
-                        id: m.id,
-                        name: m.name,
-                        peer_ur_ls: m.peer_urls,
-                        client_ur_ls: m.client_urls,
-                        is_learner: m.is_learner,
-                    })
-                    .collect();
+                let members = b.members().into_iter().map(pb_member).collect();
                 Ok(Bytes::from(pb::MemberListResponse { header: self.header(), members }.encode_to_vec()))
+            }
+            "/etcdserverpb.Cluster/MemberAdd" => {
+                let r: pb::MemberAddRequest = super::kv::decode(&body)?;
+                let req = MemberRequest::Add { peer_urls: r.peer_ur_ls, learner: r.is_learner };
+                let done = b.member_change(req).await.map_err(cluster_error)?;
+                let members = done.members.into_iter().map(pb_member).collect();
+                let member = Some(pb_member(done.member));
+                Ok(Bytes::from(pb::MemberAddResponse { header: self.header(), member, members }.encode_to_vec()))
+            }
+            "/etcdserverpb.Cluster/MemberRemove" => {
+                let r: pb::MemberRemoveRequest = super::kv::decode(&body)?;
+                let done =
+                    b.member_change(MemberRequest::Remove { id: MemberId(r.id) }).await.map_err(cluster_error)?;
+                let members = done.members.into_iter().map(pb_member).collect();
+                Ok(Bytes::from(pb::MemberRemoveResponse { header: self.header(), members }.encode_to_vec()))
+            }
+            "/etcdserverpb.Cluster/MemberUpdate" => {
+                let r: pb::MemberUpdateRequest = super::kv::decode(&body)?;
+                let req = MemberRequest::Update { id: MemberId(r.id), peer_urls: r.peer_ur_ls };
+                let done = b.member_change(req).await.map_err(cluster_error)?;
+                let members = done.members.into_iter().map(pb_member).collect();
+                Ok(Bytes::from(pb::MemberUpdateResponse { header: self.header(), members }.encode_to_vec()))
+            }
+            "/etcdserverpb.Cluster/MemberPromote" => {
+                let r: pb::MemberPromoteRequest = super::kv::decode(&body)?;
+                let done =
+                    b.member_change(MemberRequest::Promote { id: MemberId(r.id) }).await.map_err(cluster_error)?;
+                let members = done.members.into_iter().map(pb_member).collect();
+                Ok(Bytes::from(pb::MemberPromoteResponse { header: self.header(), members }.encode_to_vec()))
             }
             "/etcdserverpb.Maintenance/MoveLeader" => {
                 let r: pb::MoveLeaderRequest = super::kv::decode(&body)?;
@@ -218,7 +276,7 @@ impl<B: Backend> EtcdService<B> {
             raft_applied_index: s.raft_applied_index,
             errors: Vec::new(),
             db_size_in_use: s.db_size_in_use as i64,
-            is_learner: false,
+            is_learner: self.backend.is_learner(),
             ..Default::default()
         };
         Bytes::from(resp.encode_to_vec())
@@ -274,6 +332,9 @@ impl<B: Backend> Service for EtcdService<B> {
     ) -> LocalBoxFuture<'static, Status> {
         Box::pin(async move {
             let b = &self.backend;
+            if b.is_learner() && lookup(&path).is_some() {
+                return not_for_learner();
+            }
             match path.as_str() {
                 "/etcdserverpb.Watch/Watch" => {
                     // etcd fragments above its gRPC message limit, which is

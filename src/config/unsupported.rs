@@ -33,7 +33,6 @@ const CLIENT_HTTPS: &str = "https:// URLs need client TLS, which is not supporte
 const PEER_TLS: &str = "this peer TLS setting is not supported yet";
 const TLS: &str = "TLS is not supported yet";
 const UNIX: &str = "unix socket URLs are not supported yet";
-const JOIN: &str = "joining an existing cluster needs membership changes, which are not built yet";
 const DISCOVERY: &str = "discovery is not supported yet";
 const V2: &str = "the etcd v2 API is not supported";
 const CORRUPT: &str = "corruption checks are not supported yet";
@@ -71,7 +70,6 @@ pub(super) const UNSUPPORTED: &[Gap] = &[
     row("listen-metrics-urls", non_empty, "a separate metrics listener is not supported yet"),
     row("cors", restricts, "CORS restrictions are not supported yet"),
     row("host-whitelist", restricts, "Host header restrictions are not supported yet"),
-    row("initial-cluster-state", not_default, JOIN),
     row("discovery", non_empty, DISCOVERY),
     row("discovery-proxy", non_empty, DISCOVERY),
     row("discovery-srv", non_empty, DISCOVERY),

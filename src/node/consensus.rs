@@ -20,12 +20,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::handle::NodeHandle;
+use super::members::{self, MemberOp};
 use super::msg::{Committed, Msg};
 use super::sequencer::Proposals;
 use super::shard::fatal;
+use crate::api::backend::ClusterError;
 use crate::apply::command::{access_batch, aligned_copy, encode_batch, Batch, Item};
 use crate::apply::{ApplyError, Reply};
-use crate::raft::{MessageClass as RaftClass, Payload, Persist, RaftCore, ReadyNumber, Role};
+use crate::raft::{
+    ChangeKind, ConfChangeOutcome, Membership, MessageClass as RaftClass, Payload, Persist, ProposeError, RaftCore,
+    ReadyNumber, Role,
+};
 use crate::runtime::local::{oneshot, Notify, Receiver, Sender};
 use crate::transport::{MessageClass, TransportHandle};
 use crate::types::{MemberId, RaftIndex, ReactorId, ShardId};
@@ -33,6 +38,21 @@ use crate::wal::Wal;
 
 /// Most read requests answered by one ReadIndex round.
 const READS_PER_ROUND_MAX: usize = 4096;
+
+/// The first byte of a Forward message: what follows.
+const FORWARD_BATCH: u8 = 0;
+/// A membership request for the leader ([`encode_member_request`]).
+const FORWARD_MEMBER: u8 = 1;
+/// The leader refused a forwarded membership request.
+const FORWARD_MEMBER_REFUSED: u8 = 2;
+
+/// A membership request waiting to be proposed (on the leader).
+struct QueuedOp {
+    origin: MemberId,
+    request: u64,
+    op: MemberOp,
+    since: Instant,
+}
 
 /// The result of a ReadIndex request.
 pub type ReadIndexResult = Result<RaftIndex, ApplyError>;
@@ -49,7 +69,8 @@ struct Reads {
 /// The consensus state of this member, on reactor 0.
 pub struct Consensus {
     core: RefCell<RaftCore>,
-    transport: Option<TransportHandle>,
+    /// The peer links; started when a second member appears.
+    transport: RefCell<Option<TransportHandle>>,
     proposals: Rc<Proposals>,
     ticks: Cell<u32>,
     persisted: Cell<u64>,
@@ -63,9 +84,14 @@ pub struct Consensus {
     leader_wait: Duration,
     /// How long a ReadIndex round may go unanswered before it is retried.
     read_retry: Duration,
-    /// The only voter: it campaigns as soon as it has handed out every
-    /// committed entry, instead of after an election timeout.
-    alone: bool,
+    /// Membership requests to propose while this member leads.
+    ops: RefCell<VecDeque<QueuedOp>>,
+    /// This member's clients' membership requests, by number: answered
+    /// when the change applies here (or is refused).
+    op_waits: RefCell<HashMap<u64, Sender<Result<MemberId, ClusterError>>>>,
+    next_op: Cell<u64>,
+    /// This member was removed and is stopping.
+    stopping: Cell<bool>,
 }
 
 impl Consensus {
@@ -75,11 +101,10 @@ impl Consensus {
         transport: Option<TransportHandle>,
         proposals: Rc<Proposals>,
         leader_wait: Duration,
-        alone: bool,
     ) -> Rc<Consensus> {
         Rc::new(Consensus {
             core: RefCell::new(core),
-            transport,
+            transport: RefCell::new(transport),
             proposals,
             ticks: Cell::new(0),
             persisted: Cell::new(0),
@@ -93,8 +118,32 @@ impl Consensus {
             // dropped (e.g. at a leader that has not yet committed in its
             // term) goes out again soon.
             read_retry: leader_wait / 15,
-            alone,
+            ops: RefCell::new(VecDeque::new()),
+            op_waits: RefCell::new(HashMap::new()),
+            next_op: Cell::new(0),
+            stopping: Cell::new(false),
         })
+    }
+
+    /// Raft's configuration now.
+    pub fn membership(&self) -> Membership {
+        self.core.borrow().membership()
+    }
+
+    fn transport(&self) -> Option<TransportHandle> {
+        self.transport.borrow().clone()
+    }
+
+    /// Receives from the transport into the loop's inbound queue.
+    fn spawn_receiver(self: &Rc<Self>, t: TransportHandle) {
+        let rx = self.clone();
+        monoio::spawn(async move {
+            loop {
+                let m = t.recv().await;
+                rx.inbound.borrow_mut().push_back(m);
+                rx.wake();
+            }
+        });
     }
 
     fn wake(&self) {
@@ -128,16 +177,10 @@ impl Consensus {
                 ticker.wake();
             }
         });
-        if let Some(t) = self.transport.clone() {
-            let rx = self.clone();
-            monoio::spawn(async move {
-                loop {
-                    let m = t.recv().await;
-                    rx.inbound.borrow_mut().push_back(m);
-                    rx.wake();
-                }
-            });
+        if let Some(t) = self.transport() {
+            self.spawn_receiver(t);
         }
+        self.update_lone_voter(&node);
         monoio::spawn(self.clone().run(node));
     }
 
@@ -147,18 +190,28 @@ impl Consensus {
             self.take_inputs(&node);
             self.carry_out(&node);
             self.campaign_alone(&node);
+            self.propose_ops(&node);
+            self.carry_out(&node);
         }
+    }
+
+    fn update_lone_voter(&self, node: &NodeHandle) {
+        let m = self.core.borrow().membership();
+        let me = node.shared().member;
+        let lone = m.voters == [me] && m.voters_outgoing.is_empty();
+        node.shared().stats.lone_voter.store(lone, std::sync::atomic::Ordering::Release);
     }
 
     /// A lone voter needs nobody's vote. raft-rs refuses to campaign while
     /// committed conf changes are not yet handed out (after a restart), so
     /// this waits for that first.
-    fn campaign_alone(&self, node: &NodeHandle) {
-        if !self.alone {
-            return;
-        }
+    fn campaign_alone(self: &Rc<Self>, node: &NodeHandle) {
         {
             let mut core = self.core.borrow_mut();
+            let m = core.membership();
+            if m.voters != [core.id()] || !m.voters_outgoing.is_empty() {
+                return;
+            }
             if core.leader().is_some() || core.applied_index() < core.commit_index() {
                 return;
             }
@@ -170,6 +223,10 @@ impl Consensus {
     }
 
     fn take_inputs(&self, node: &NodeHandle) {
+        if self.transport().is_some_and(|t| t.removed_from_cluster()) {
+            // It missed the commit of its removal: a peer told it.
+            self.stop_removed(node.shared().member);
+        }
         let mut core = self.core.borrow_mut();
         for _ in 0..self.ticks.replace(0) {
             core.tick();
@@ -196,7 +253,9 @@ impl Consensus {
     /// Proposes what clients of this member proposed, or forwards it to
     /// the leader; fails it when no leader came up in time.
     fn propose(&self, core: &mut RaftCore, node: &NodeHandle) {
-        let leader = core.leader();
+        // A leader that removed itself leads until the others time it out:
+        // wait for the next one.
+        let leader = core.leader().filter(|l| core.is_member(*l));
         match leader {
             Some(_) => self.leaderless_since.set(None),
             None => {
@@ -222,8 +281,10 @@ impl Consensus {
                     }
                 }
                 Some(l) => {
-                    let sent =
-                        self.transport.as_ref().map(|t| t.send(l, MessageClass::Forward, Bytes::from(data.to_vec())));
+                    let mut msg = Vec::with_capacity(data.len() + 1);
+                    msg.push(FORWARD_BATCH);
+                    msg.extend_from_slice(&data);
+                    let sent = self.transport().map(|t| t.send(l, MessageClass::Forward, Bytes::from(msg)));
                     if !matches!(sent, Some(Ok(()))) {
                         fail_encoded(node, &data, ApplyError::Timeout);
                     }
@@ -233,9 +294,33 @@ impl Consensus {
         }
     }
 
+    /// A Forward message: a follower's proposals, a membership request, or
+    /// the leader's refusal of one of ours.
+    fn forwarded(&self, core: &mut RaftCore, node: &NodeHandle, peer: MemberId, bytes: Bytes) {
+        match bytes.first() {
+            Some(&FORWARD_BATCH) => self.forwarded_batch(core, peer, bytes.slice(1..)),
+            Some(&FORWARD_MEMBER) => match decode_member_request(&bytes[1..]) {
+                Some((request, op)) => {
+                    self.ops.borrow_mut().push_back(QueuedOp { origin: peer, request, op, since: Instant::now() })
+                }
+                None => crate::log_warn!("refused a malformed membership request", "peer" => peer),
+            },
+            Some(&FORWARD_MEMBER_REFUSED) => match decode_refusal(&bytes[1..]) {
+                Some((request, e)) => {
+                    if let Some(tx) = self.op_waits.borrow_mut().remove(&request) {
+                        tx.send(Err(e));
+                    }
+                }
+                None => crate::log_warn!("refused a malformed membership answer", "peer" => peer),
+            },
+            _ => crate::log_warn!("refused a forwarded message of unknown kind", "peer" => peer),
+        }
+        let _ = node;
+    }
+
     /// A follower's forwarded proposals: propose them if this member leads
     /// (their replies come from the follower's shards), else pass them on.
-    fn forwarded(&self, core: &mut RaftCore, _node: &NodeHandle, peer: MemberId, bytes: Bytes) {
+    fn forwarded_batch(&self, core: &mut RaftCore, peer: MemberId, bytes: Bytes) {
         if access_batch(&aligned_copy(&bytes)).is_err() {
             crate::log_warn!("refused malformed forwarded proposals", "peer" => peer);
             return;
@@ -247,12 +332,211 @@ impl Consensus {
                 }
             }
             Some(l) if l != peer => {
-                if let Some(t) = &self.transport {
-                    let _ = t.send(l, MessageClass::Forward, bytes);
+                if let Some(t) = self.transport() {
+                    let mut msg = Vec::with_capacity(bytes.len() + 1);
+                    msg.push(FORWARD_BATCH);
+                    msg.extend_from_slice(&bytes);
+                    let _ = t.send(l, MessageClass::Forward, Bytes::from(msg));
                 }
             }
             // No leader, or back to where it came from: the client times out.
             _ => {}
+        }
+    }
+
+    /// A membership request from one of this member's clients: proposed
+    /// here if this member leads, else sent to the leader. Resolves with
+    /// the member the change concerns once it applied here.
+    pub async fn member_op(&self, node: &NodeHandle, op: MemberOp) -> Result<MemberId, ClusterError> {
+        let request = self.next_op.get() + 1;
+        self.next_op.set(request);
+        let (tx, rx) = oneshot();
+        self.op_waits.borrow_mut().insert(request, tx);
+        let me = node.shared().member;
+        let started = Instant::now();
+        let timeout = node.shared().request_timeout;
+        // Wait for a leader as proposals do.
+        let leader = loop {
+            let known = {
+                let core = self.core.borrow();
+                core.leader().filter(|l| core.is_member(*l))
+            };
+            if known.is_some() {
+                break known;
+            }
+            if started.elapsed() >= self.leader_wait.min(timeout) {
+                break None;
+            }
+            monoio::time::sleep(node.shared().heartbeat).await;
+        };
+        match leader {
+            None => {
+                self.op_waits.borrow_mut().remove(&request);
+                return Err(ClusterError::NoLeader);
+            }
+            Some(l) if l == me => {
+                self.ops.borrow_mut().push_back(QueuedOp { origin: me, request, op, since: Instant::now() });
+                self.wake();
+            }
+            Some(l) => {
+                let mut msg = vec![FORWARD_MEMBER];
+                msg.extend_from_slice(&encode_member_request(request, &op));
+                let sent = self.transport().map(|t| t.send(l, MessageClass::Forward, Bytes::from(msg)));
+                if !matches!(sent, Some(Ok(()))) {
+                    self.op_waits.borrow_mut().remove(&request);
+                    return Err(ClusterError::Timeout);
+                }
+            }
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        match monoio::time::timeout(left, rx).await {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(ClusterError::Stopped),
+            Err(_) => {
+                self.op_waits.borrow_mut().remove(&request);
+                Err(ClusterError::Timeout)
+            }
+        }
+    }
+
+    /// Proposes queued membership requests while this member leads, one
+    /// at a time (Raft takes one configuration change at a time).
+    fn propose_ops(&self, node: &NodeHandle) {
+        let shared = node.shared();
+        let timeout = shared.request_timeout;
+        loop {
+            let Some(q) = self.ops.borrow_mut().pop_front() else { return };
+            if q.since.elapsed() >= timeout {
+                continue;
+            }
+            let mut core = self.core.borrow_mut();
+            if core.leader() != Some(core.id()) {
+                // Lost leadership: the asker times out and retries.
+                self.ops.borrow_mut().clear();
+                return;
+            }
+            let membership = core.membership();
+            let leader_index = core.last_index().get();
+            let planned = {
+                let table = shared.members();
+                let matched = |id: MemberId| core.matched(id).map(|i| i.get());
+                let judge = members::Judge {
+                    membership: &membership,
+                    token: &shared.cluster_token,
+                    cluster: shared.cluster_id(),
+                    origin: q.origin,
+                    request: q.request,
+                    matched: &matched,
+                    leader_index,
+                };
+                members::plan(&table, &q.op, &judge)
+            };
+            let (change, ctx) = match planned {
+                Ok(p) => p,
+                Err(e) => {
+                    drop(core);
+                    self.refuse(node, q.origin, q.request, e.into());
+                    continue;
+                }
+            };
+            if matches!(change.kind, ChangeKind::AddVoter) {
+                // A second voter may depose this leader: reads take the
+                // ReadIndex path from now on.
+                shared.stats.lone_voter.store(false, std::sync::atomic::Ordering::Release);
+            }
+            match core.propose_conf_change(&[change], &ctx.encode()) {
+                Ok(()) => {}
+                Err(ProposeError::ConfChangePending) => {
+                    // Try again once the pending change applied.
+                    self.ops.borrow_mut().push_front(q);
+                    return;
+                }
+                Err(e) => {
+                    crate::log_warn!("membership change refused", "error" => e.to_string());
+                    drop(core);
+                    self.refuse(node, q.origin, q.request, ClusterError::Timeout);
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, node: &NodeHandle, origin: MemberId, request: u64, e: ClusterError) {
+        if origin == node.shared().member {
+            if let Some(tx) = self.op_waits.borrow_mut().remove(&request) {
+                tx.send(Err(e));
+            }
+        } else if let Some(t) = self.transport() {
+            let mut msg = vec![FORWARD_MEMBER_REFUSED];
+            msg.extend_from_slice(&encode_refusal(request, e));
+            let _ = t.send(origin, MessageClass::Forward, Bytes::from(msg));
+        }
+    }
+
+    /// A committed configuration change: the member table, the peer links
+    /// and the asker's answer follow it.
+    fn conf_changed(self: &Rc<Self>, node: &NodeHandle, outcome: &ConfChangeOutcome) {
+        let shared = node.shared();
+        let me = shared.member;
+        let ctx = match &outcome.result {
+            Ok(membership) => {
+                let ctx =
+                    shared.members().apply(&outcome.changes, &outcome.context, &|id| shared.initial_peer_urls(id));
+                if let Some(c) = shared.members().cluster {
+                    shared.cluster.store(c.get(), std::sync::atomic::Ordering::Relaxed);
+                }
+                let learner = membership.learners.contains(&me);
+                shared.learner.store(learner, std::sync::atomic::Ordering::Relaxed);
+                crate::log_info!(
+                    "applied a configuration change",
+                    "voters" => format!("{:?}", membership.voters.iter().map(|m| m.get()).collect::<Vec<_>>()),
+                    "learners" => format!("{:?}", membership.learners.iter().map(|m| m.get()).collect::<Vec<_>>())
+                );
+                self.update_lone_voter(node);
+                self.update_peers(node);
+                ctx
+            }
+            Err(e) => {
+                crate::log_warn!("a configuration change was refused", "error" => e.as_str());
+                members::Context::decode(&outcome.context)
+            }
+        };
+        if let Some(ctx) = ctx.filter(|c| c.origin == me) {
+            if let Some(tx) = self.op_waits.borrow_mut().remove(&ctx.request) {
+                tx.send(if outcome.result.is_ok() { Ok(ctx.member) } else { Err(ClusterError::Timeout) });
+            }
+        }
+        if self.core.borrow().is_removed() {
+            self.stop_removed(me);
+        }
+    }
+
+    /// This member was removed from the cluster: it stops, as etcd's do.
+    fn stop_removed(&self, me: MemberId) {
+        if self.stopping.replace(true) {
+            return;
+        }
+        crate::log_warn!("the member has been permanently removed from the cluster", "local-member-id" => me);
+        // Give the answer to the client that removed it time to leave.
+        monoio::spawn(async {
+            monoio::time::sleep(Duration::from_millis(500)).await;
+            std::process::exit(0);
+        });
+    }
+
+    /// Points the transport at the table's members, starting it if this
+    /// is the first other member.
+    fn update_peers(self: &Rc<Self>, node: &NodeHandle) {
+        let shared = node.shared();
+        let peers = super::peer_addrs(shared);
+        let removed: Vec<MemberId> = shared.members().removed.iter().copied().collect();
+        if let Some(t) = self.transport() {
+            t.set_removed(removed);
+            t.set_peer_addrs(peers);
+        } else if !peers.is_empty() {
+            let t = super::start_transport(shared);
+            t.set_removed(removed);
+            *self.transport.borrow_mut() = Some(t.clone());
+            self.spawn_receiver(t);
         }
     }
 
@@ -298,7 +582,7 @@ impl Consensus {
     }
 
     /// Carries out every Ready the core has.
-    fn carry_out(&self, node: &NodeHandle) {
+    fn carry_out(self: &Rc<Self>, node: &NodeHandle) {
         loop {
             let rd = match self.core.borrow_mut().ready() {
                 Ok(Some(rd)) => rd,
@@ -316,7 +600,7 @@ impl Consensus {
                     RaftClass::Raft => MessageClass::Raft,
                     RaftClass::Snapshot => MessageClass::Snapshot,
                 };
-                if let Some(t) = &self.transport {
+                if let Some(t) = self.transport() {
                     if t.send(m.to, class, Bytes::from(m.bytes)).is_err() {
                         self.core.borrow_mut().report_unreachable(m.to);
                     }
@@ -332,7 +616,11 @@ impl Consensus {
             for c in rd.committed {
                 let data = match c.payload {
                     Payload::Data(d) => aligned_copy(&d),
-                    Payload::Empty | Payload::ConfChange(_) => Default::default(),
+                    Payload::Empty => Default::default(),
+                    Payload::ConfChange(outcome) => {
+                        self.conf_changed(node, &outcome);
+                        Default::default()
+                    }
                 };
                 let c = std::sync::Arc::new(Committed { index: c.index, data });
                 node.broadcast(|| Msg::Committed(c.clone()));
@@ -393,5 +681,116 @@ fn fail_encoded(node: &NodeHandle, data: &[u8], e: ApplyError) {
         if let Ok(items) = rkyv::deserialize::<Vec<Item>, rkyv::rancor::Error>(&batch.items) {
             fail_all(node, items, e);
         }
+    }
+}
+
+/// A membership request as a follower forwards it to the leader.
+fn encode_member_request(request: u64, op: &MemberOp) -> Vec<u8> {
+    let mut b = request.to_le_bytes().to_vec();
+    let (kind, id, learner, urls): (u8, u64, bool, &[String]) = match op {
+        MemberOp::Add { peer_urls, learner } => (1, 0, *learner, peer_urls),
+        MemberOp::Remove { id } => (2, id.get(), false, &[]),
+        MemberOp::Update { id, peer_urls } => (3, id.get(), false, peer_urls),
+        MemberOp::Promote { id } => (4, id.get(), false, &[]),
+    };
+    b.push(kind);
+    b.push(u8::from(learner));
+    b.extend_from_slice(&id.to_le_bytes());
+    b.extend_from_slice(&(urls.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    for u in urls.iter().take(u16::MAX as usize) {
+        let u = &u.as_bytes()[..u.len().min(u16::MAX as usize)];
+        b.extend_from_slice(&(u.len() as u16).to_le_bytes());
+        b.extend_from_slice(u);
+    }
+    b
+}
+
+/// Decodes [`encode_member_request`]; `None` for anything malformed.
+fn decode_member_request(mut b: &[u8]) -> Option<(u64, MemberOp)> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Some(h)
+    }
+    let request = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
+    let kind = take(&mut b, 1)?[0];
+    let learner = take(&mut b, 1)?[0] == 1;
+    let id = MemberId(u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?));
+    let n = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?) as usize;
+    if n > 64 {
+        return None;
+    }
+    let mut urls = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?) as usize;
+        urls.push(String::from_utf8(take(&mut b, len)?.to_vec()).ok()?);
+    }
+    if !b.is_empty() {
+        return None;
+    }
+    let op = match kind {
+        1 => MemberOp::Add { peer_urls: urls, learner },
+        2 => MemberOp::Remove { id },
+        3 => MemberOp::Update { id, peer_urls: urls },
+        4 => MemberOp::Promote { id },
+        _ => return None,
+    };
+    Some((request, op))
+}
+
+const REFUSALS: [ClusterError; 9] = [
+    ClusterError::MemberNotFound,
+    ClusterError::MemberExists,
+    ClusterError::PeerUrlExists,
+    ClusterError::BadUrls,
+    ClusterError::NotLearner,
+    ClusterError::LearnerNotReady,
+    ClusterError::TooManyLearners,
+    ClusterError::NoLeader,
+    ClusterError::Timeout,
+];
+
+fn encode_refusal(request: u64, e: ClusterError) -> Vec<u8> {
+    let code = REFUSALS.iter().position(|r| *r == e).unwrap_or(REFUSALS.len() - 1) as u8;
+    let mut b = request.to_le_bytes().to_vec();
+    b.push(code);
+    b
+}
+
+fn decode_refusal(b: &[u8]) -> Option<(u64, ClusterError)> {
+    if b.len() != 9 {
+        return None;
+    }
+    let request = u64::from_le_bytes(b[..8].try_into().ok()?);
+    Some((request, *REFUSALS.get(b[8] as usize)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_membership_messages_round_trip_and_garbage_is_refused() {
+        let ops = [
+            MemberOp::Add { peer_urls: vec!["http://127.0.0.4:2380".into()], learner: true },
+            MemberOp::Remove { id: MemberId(9) },
+            MemberOp::Update { id: MemberId(3), peer_urls: vec!["http://a:1".into(), "http://b:2".into()] },
+            MemberOp::Promote { id: MemberId(4) },
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            let b = encode_member_request(i as u64, op);
+            assert_eq!(decode_member_request(&b), Some((i as u64, op.clone())));
+            for cut in 0..b.len() {
+                assert_eq!(decode_member_request(&b[..cut]), None);
+            }
+        }
+        for e in REFUSALS {
+            assert_eq!(decode_refusal(&encode_refusal(5, e)), Some((5, e)));
+        }
+        assert_eq!(decode_refusal(&[0; 8]), None);
+        assert_eq!(decode_refusal(&[0, 0, 0, 0, 0, 0, 0, 0, 200]), None);
     }
 }

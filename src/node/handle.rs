@@ -13,7 +13,8 @@ use super::sequencer::Proposals;
 use super::shard::{Shard, ShardLink, ShardState};
 use super::Shared;
 use crate::api::backend::{
-    Backend, ClusterError, Identity, LeaseGranted, LeaseTtl, MemberInfo, ReadResult, StatusInfo, WatchSession,
+    Backend, ClusterError, Identity, LeaseGranted, LeaseTtl, MemberChanged, MemberInfo, MemberRequest, ReadResult,
+    StatusInfo, WatchSession,
 };
 use crate::api::grpc::LocalBoxFuture;
 use crate::apply::command::{Command, Item, Origin, Range};
@@ -106,16 +107,34 @@ impl NodeHandle {
 
     /// Shard 0 applied members' attributes.
     pub(super) fn on_published(&self, published: Vec<crate::apply::command::Publish>) {
-        let mut table = self.0.shared.published.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.0.shared.members();
         for p in published {
-            table.insert(p.member, p);
+            table.published.insert(p.member, p);
         }
+    }
+
+    /// A membership change, on the consensus reactor.
+    async fn member_change_here(&self, req: MemberRequest) -> Result<MemberChanged, ClusterError> {
+        let Some(c) = self.0.consensus.borrow().clone() else { return Err(ClusterError::Stopped) };
+        let id = c.member_op(self, req).await?;
+        let members = self.members();
+        let member = members.iter().find(|m| m.id == id.get()).cloned().unwrap_or(MemberInfo {
+            id: id.get(),
+            name: String::new(),
+            peer_urls: Vec::new(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        });
+        Ok(MemberChanged { member, members })
     }
 
     /// etcd's MoveLeader, on the consensus reactor.
     async fn move_leader_here(&self, target: u64) -> Result<(), ClusterError> {
         let shared = &self.0.shared;
-        let voter = shared.initial_members.iter().any(|(id, _)| id.get() == target);
+        let voter = match &*self.0.consensus.borrow() {
+            Some(c) => c.membership().voters.contains(&crate::types::MemberId(target)),
+            None => false,
+        };
         if !self.is_leader() {
             return Err(ClusterError::NotLeader);
         }
@@ -209,7 +228,11 @@ impl NodeHandle {
             Msg::Serve(index) => l.shard.serve_from(index),
             Msg::Remap(m) => l.shard.enqueue_remap(m),
             Msg::Transfer { version, histories } => l.shard.add_transfer(version, histories),
-            Msg::Ask { seq, from, q: q @ (Query::ReadIndex | Query::HashKv { .. } | Query::MoveLeader { .. }) } => {
+            Msg::Ask {
+                seq,
+                from,
+                q: q @ (Query::ReadIndex | Query::HashKv { .. } | Query::MoveLeader { .. } | Query::Member(_)),
+            } => {
                 let this = self.clone();
                 monoio::spawn(async move {
                     let a = this.answer_later(q).await;
@@ -280,7 +303,7 @@ impl NodeHandle {
     /// Asks reactor `to` a question (answered at once if it is this one).
     pub(super) async fn ask(&self, to: ReactorId, q: Query) -> Option<Answer> {
         if to == self.0.me {
-            if let Query::ReadIndex | Query::HashKv { .. } | Query::MoveLeader { .. } = q {
+            if let Query::ReadIndex | Query::HashKv { .. } | Query::MoveLeader { .. } | Query::Member(_) = q {
                 return Some(self.answer_later(q).await);
             }
             return Some(self.answer(to, q));
@@ -319,6 +342,7 @@ impl NodeHandle {
             Query::ReadIndex => Answer::ReadIndex(Err(ApplyError::Stopped)),
             Query::HashKv { crc, .. } => Answer::Hash(crc),
             Query::MoveLeader { .. } => Answer::Moved(Err(ClusterError::Stopped)),
+            Query::Member(_) => Answer::Member(Err(ClusterError::Stopped)),
         }
     }
 
@@ -332,6 +356,7 @@ impl NodeHandle {
                 Answer::Hash(self.0.shard.hash_kv(rev, crc))
             }
             Query::MoveLeader { target } => Answer::Moved(self.move_leader_here(target).await),
+            Query::Member(req) => Answer::Member(self.member_change_here(req).await),
             other => self.answer(self.0.me, other),
         }
     }
@@ -425,7 +450,7 @@ impl NodeHandle {
     /// committed before a restart is applied by then. Until that entry is
     /// known, the read takes the ReadIndex path, which waits for it.
     async fn linearizable_index(&self) -> Result<crate::types::RaftIndex, ApplyError> {
-        if self.0.shared.initial_members.len() == 1 {
+        if self.0.shared.stats.lone_voter.load(Ordering::Acquire) {
             let start = self.0.shared.stats.term_start.load(Ordering::Acquire);
             if start != 0 {
                 return Ok(crate::types::RaftIndex(start));
@@ -547,7 +572,7 @@ impl NodeHandle {
 
 impl Backend for NodeHandle {
     fn identity(&self) -> Identity {
-        Identity { cluster_id: self.0.shared.cluster.get(), member_id: self.0.shared.member.get() }
+        Identity { cluster_id: self.0.shared.cluster_id().get(), member_id: self.0.shared.member.get() }
     }
 
     fn raft_term(&self) -> u64 {
@@ -623,24 +648,35 @@ impl Backend for NodeHandle {
     }
 
     fn members(&self) -> Vec<MemberInfo> {
-        let shared = &self.0.shared;
-        let published = shared.published.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<MemberInfo> = shared
-            .peer_urls
+        let table = self.0.shared.members();
+        table
+            .members
             .iter()
-            .map(|(id, peer_urls)| {
-                let p = published.get(&id.get());
+            .map(|(id, m)| {
+                let p = table.published.get(&id.get());
                 MemberInfo {
                     id: id.get(),
                     name: p.map(|p| p.name.clone()).unwrap_or_default(),
-                    peer_urls: peer_urls.clone(),
+                    peer_urls: m.peer_urls.clone(),
                     client_urls: p.map(|p| p.client_urls.clone()).unwrap_or_default(),
-                    is_learner: false,
+                    is_learner: m.learner,
                 }
             })
-            .collect();
-        out.sort_by_key(|m| m.id);
-        out
+            .collect()
+    }
+
+    fn member_change(&self, req: MemberRequest) -> LocalBoxFuture<'static, Result<MemberChanged, ClusterError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.ask(SEQUENCER, Query::Member(req)).await {
+                Some(Answer::Member(r)) => r,
+                _ => Err(ClusterError::Stopped),
+            }
+        })
+    }
+
+    fn is_learner(&self) -> bool {
+        self.0.shared.learner.load(Ordering::Relaxed)
     }
 
     fn move_leader(&self, target: u64) -> LocalBoxFuture<'static, Result<(), ClusterError>> {

@@ -11,6 +11,7 @@ mod balance;
 mod consensus;
 mod handle;
 mod leases;
+mod members;
 mod msg;
 mod sequencer;
 mod shard;
@@ -62,6 +63,9 @@ pub struct Stats {
     /// While this member leads: the index of the first entry of its term
     /// (0 otherwise).
     term_start: AtomicU64,
+    /// This member is the only voter and no voter is being added: it
+    /// leads for as long as that holds (reads need no ReadIndex round).
+    lone_voter: std::sync::atomic::AtomicBool,
 }
 
 impl Stats {
@@ -76,6 +80,7 @@ impl Stats {
             term: AtomicU64::new(1),
             leader: AtomicU64::new(0),
             term_start: AtomicU64::new(0),
+            lone_voter: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -83,7 +88,13 @@ impl Stats {
 /// What every reactor of the node shares: configuration and identity.
 pub struct Shared {
     member: MemberId,
-    cluster: ClusterId,
+    /// The cluster's ID: computed from `--initial-cluster` for a new
+    /// cluster, learned from the log by a member that joined one.
+    cluster: AtomicU64,
+    /// `--initial-cluster-state existing`.
+    join_existing: bool,
+    /// Whether this member is a learner now.
+    learner: std::sync::atomic::AtomicBool,
     boot: u32,
     shards: usize,
     wal_dir: PathBuf,
@@ -108,11 +119,15 @@ pub struct Shared {
     request_timeout: Duration,
     /// Every initial member: ID and peer addresses (this one included).
     initial_members: Vec<(MemberId, Vec<SocketAddr>)>,
-    /// Every initial member's ID and peer URLs, as MemberList shows them.
+    /// Every `--initial-cluster` member's ID and peer URLs: the URLs of
+    /// members whose conf changes carry none (a new cluster's), and the
+    /// peers to reach before the log says who they are.
     peer_urls: Vec<(MemberId, Vec<String>)>,
-    /// Members' published names and client URLs, by member ID (kept by
-    /// shard 0 as the log applies them).
-    published: Mutex<std::collections::BTreeMap<u64, crate::apply::command::Publish>>,
+    /// The members as the log has made them (conf changes on reactor 0,
+    /// published attributes from shard 0). Off the request path.
+    members: Mutex<members::MemberTable>,
+    /// `--snapshot-count`: applied entries between snapshots.
+    snapshot_count: u64,
     /// This member's `--advertise-client-urls`.
     client_urls: Vec<String>,
     /// Where this member's peer transport listens (UDP).
@@ -123,6 +138,23 @@ pub struct Shared {
     peer_tls: crate::transport::TlsSetup,
     /// `--initial-election-tick-advance`.
     tick_advance: bool,
+}
+
+impl Shared {
+    /// The cluster's ID.
+    fn cluster_id(&self) -> ClusterId {
+        ClusterId(self.cluster.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The member table, for reading or changing.
+    fn members(&self) -> std::sync::MutexGuard<'_, members::MemberTable> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The peer URLs `--initial-cluster` gives a member (empty if none).
+    fn initial_peer_urls(&self, id: MemberId) -> Vec<String> {
+        self.peer_urls.iter().find(|(m, _)| *m == id).map(|(_, u)| u.clone()).unwrap_or_default()
+    }
 }
 
 /// Why the node could not start.
@@ -212,7 +244,10 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     let (mesh, inboxes) = Mesh::new(n);
     let shared = Arc::new(Shared {
         member: config.member_id(),
-        cluster: config.cluster_id(),
+        cluster: AtomicU64::new(config.cluster_id().get()),
+        join_existing: config.initial_cluster_state == crate::config::ClusterState::Existing,
+        learner: std::sync::atomic::AtomicBool::new(false),
+        snapshot_count: config.snapshot_count.max(1),
         boot: boot_number(),
         shards: n,
         wal_dir,
@@ -245,7 +280,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
                 })
                 .collect()
         },
-        published: Mutex::new(Default::default()),
+        members: Mutex::new(Default::default()),
         client_urls: config
             .advertise_client_urls
             .iter()
@@ -271,7 +306,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         "data-dir" => config.data_dir.display().to_string(),
         "reactors" => n,
         "member-id" => shared.member,
-        "cluster-id" => shared.cluster
+        "cluster-id" => shared.cluster_id()
     );
     let handles = runtime::start(n, move |id| reactor_main(id, shared.clone())).map_err(StartError::Threads)?;
     for h in handles {
@@ -356,7 +391,7 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
     let config = match RaftConfig::new(shared.member, voters.clone())
         .with_etcd_timing(shared.heartbeat, shared.election_timeout)
     {
-        Ok(c) => RaftConfig { logging: RaftLogging::CrateLog, ..c },
+        Ok(c) => RaftConfig { logging: RaftLogging::CrateLog, join_existing: shared.join_existing, ..c },
         Err(e) => fatal(&e.to_string()),
     };
     let election_tick = config.election_tick;
@@ -377,9 +412,9 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
             core.tick();
         }
     }
-    let transport = if voters.len() > 1 { Some(start_transport(shared)) } else { None };
-    let alone = voters == [shared.member];
-    let consensus = Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3, alone);
+    // A single member starts its peer transport when a second one is added.
+    let transport = if voters.len() > 1 || shared.join_existing { Some(start_transport(shared)) } else { None };
+    let consensus = Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3);
     node.set_consensus(consensus.clone());
     consensus.start(node.clone(), wal, shared.heartbeat);
     // Entries committed before the restart are applied again first.
@@ -390,24 +425,32 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
 /// binary, which knows its global allocator.
 pub static RELEASE_FREE_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
-fn start_transport(shared: &Shared) -> crate::transport::TransportHandle {
+/// A peer URL as the transport dials it: its address, and the name its
+/// certificate must carry when the URL names a host rather than an IP.
+fn peer_addr(id: MemberId, url: &str) -> Option<crate::transport::PeerAddr> {
+    let url = crate::config::Url::parse(url).ok()?;
+    let addr = url.socket_addrs().ok()?.into_iter().next()?;
+    let server_name = url.host.parse::<std::net::IpAddr>().is_err().then(|| url.host.clone());
+    Some(crate::transport::PeerAddr { id, addr, server_name })
+}
+
+/// Whom the transport links to: the members of the table, or before the
+/// log has said who they are, `--initial-cluster`.
+pub(super) fn peer_addrs(shared: &Shared) -> Vec<crate::transport::PeerAddr> {
+    let table = shared.members();
+    let from_table: Vec<(MemberId, Vec<String>)> =
+        table.members.iter().map(|(id, m)| (*id, m.peer_urls.clone())).collect();
+    drop(table);
+    let list = if from_table.is_empty() { shared.peer_urls.clone() } else { from_table };
+    list.iter()
+        .filter(|(id, _)| *id != shared.member)
+        .filter_map(|(id, urls)| urls.iter().find_map(|u| peer_addr(*id, u)))
+        .collect()
+}
+
+pub(super) fn start_transport(shared: &Shared) -> crate::transport::TransportHandle {
     let Some(bind) = shared.peer_listen else { fatal("--listen-peer-urls has no usable address") };
-    // A peer URL that names a host (not an IP address) is the name its
-    // certificate must carry.
-    let host_of = |id: MemberId| -> Option<String> {
-        let (_, urls) = shared.peer_urls.iter().find(|(m, _)| *m == id)?;
-        let rest = urls.first()?.split_once("://")?.1;
-        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.parse::<std::net::IpAddr>().is_err().then(|| host.to_string())
-    };
-    let peers: Vec<crate::transport::PeerAddr> = shared
-        .initial_members
-        .iter()
-        .filter_map(|(id, addrs)| {
-            Some(crate::transport::PeerAddr { id: *id, addr: *addrs.first()?, server_name: host_of(*id) })
-        })
-        .collect();
+    let peers = peer_addrs(shared);
     let identity =
         crate::transport::PeerIdentity { member_id: shared.member, cluster_token: shared.cluster_token.clone() };
     let limits = crate::transport::Limits::default();
@@ -440,7 +483,7 @@ async fn publish(node: NodeHandle) {
         "published local member to cluster through raft",
         "local-member-id" => shared.member,
         "local-member-attributes" => format!("{{Name:{} ClientURLs:[{}]}}", shared.name, shared.advertise),
-        "cluster-id" => shared.cluster
+        "cluster-id" => shared.cluster_id()
     );
 }
 

@@ -203,6 +203,8 @@ pub enum Query {
         /// The member to lead.
         target: u64,
     },
+    /// To the consensus reactor: a membership change.
+    Member(crate::api::backend::MemberRequest),
 }
 
 /// Answers to [`Query`]s, in the same order of kinds.
@@ -233,4 +235,6 @@ pub enum Answer {
     Hash(u32),
     /// MoveLeader's outcome.
     Moved(Result<(), crate::api::backend::ClusterError>),
+    /// A membership change's outcome.
+    Member(Result<crate::api::backend::MemberChanged, crate::api::backend::ClusterError>),
 }

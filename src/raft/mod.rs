@@ -835,6 +835,12 @@ impl RaftCore {
         Membership::from_conf(&self.raw.raft.prs().conf().to_conf_state())
     }
 
+    /// Whether `id` is in the configuration (voter or learner).
+    pub fn is_member(&self, id: MemberId) -> bool {
+        let conf = self.raw.raft.prs().conf();
+        conf.voters().contains(id.get()) || conf.learners().contains(&id.get())
+    }
+
     /// On the leader: the highest index known replicated on `member`
     /// (etcd's learner "in sync" check uses it). `None` elsewhere.
     pub fn matched(&self, member: MemberId) -> Option<RaftIndex> {

@@ -7,7 +7,7 @@
 //! woken. It never blocks and never awaits; one peer's state can only make
 //! that peer's link wait.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +57,8 @@ const CLOSE_PROTOCOL: u32 = 2;
 const CLOSE_REPLACED: u32 = 3;
 const CLOSE_REMOVED: u32 = 4;
 const CLOSE_TIMEOUT: u32 = 5;
+/// The peer was removed from the cluster: it should stop.
+const CLOSE_GONE: u32 = 6;
 
 /// Data streams a peer may open: one per class.
 const DATA_STREAMS: u32 = 3;
@@ -248,6 +250,10 @@ pub(crate) struct Engine {
     counters: Counters,
     reads_stalled: bool,
     closing: bool,
+    /// Members removed from the cluster: told so when they call.
+    removed: BTreeSet<MemberId>,
+    /// A peer said this member was removed from the cluster.
+    gone: bool,
 }
 
 fn derive_key(secret: &[u8; 32], label: &[u8]) -> [u8; 32] {
@@ -306,6 +312,8 @@ impl Engine {
             counters: Counters::default(),
             reads_stalled: false,
             closing: false,
+            removed: BTreeSet::new(),
+            gone: false,
         };
         engine.set_peers(peers, now);
         engine
@@ -364,6 +372,17 @@ impl Engine {
         self.closing
     }
 
+    /// Members removed from the cluster: links to them close with a code
+    /// that tells them so, and their calls are answered the same way.
+    pub(crate) fn set_removed(&mut self, removed: Vec<MemberId>) {
+        self.removed = removed.into_iter().collect();
+    }
+
+    /// Whether a peer said this member was removed from the cluster.
+    pub(crate) fn removed_from_cluster(&self) -> bool {
+        self.gone
+    }
+
     /// Replaces the peer set. Links to removed peers, and to peers whose
     /// address changed, are closed; queues of removed peers are dropped.
     pub(crate) fn set_peers(&mut self, peers: Vec<PeerAddr>, now: Instant) {
@@ -377,8 +396,13 @@ impl Engine {
                 None => {
                     self.peers.remove(&id);
                     crate::log_info!("peer removed from the transport", "peer" => id);
+                    let (code, why) = if self.removed.contains(&id) {
+                        (CLOSE_GONE, "member permanently removed from the cluster")
+                    } else {
+                        (CLOSE_REMOVED, "member removed")
+                    };
                     for ch in handles.into_iter().flatten() {
-                        self.close_handle(ch, now, CLOSE_REMOVED, "member removed");
+                        self.close_handle(ch, now, code, why);
                     }
                 }
                 Some(addr) if addr.addr != p.addr || addr.server_name != p.server_name => {
@@ -759,6 +783,13 @@ impl Engine {
     fn on_lost(&mut self, ch: ConnectionHandle, link: &mut Link, reason: ConnectionError, now: Instant) {
         let member = link.member();
         match &reason {
+            ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(CLOSE_GONE) => {
+                self.gone = true;
+                crate::log_warn!(
+                    "a peer says this member was removed from the cluster",
+                    "peer" => member, "remote" => link.remote
+                );
+            }
             ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(CLOSE_AUTH) => {
                 self.counters.auth_failures += 1;
                 crate::log_warn!(
@@ -876,6 +907,14 @@ impl Engine {
                 let sender = hello.sender;
                 let refusal = if sender == self.me {
                     Some(format!("peer claims this member's own ID {:x}", sender.get()))
+                } else if !self.peers.contains_key(&sender) && self.removed.contains(&sender) {
+                    crate::log_info!("refusing a removed member", "peer" => sender, "remote" => link.remote);
+                    return self.end_link(
+                        ch,
+                        link,
+                        now,
+                        Some((CLOSE_GONE, "member permanently removed from the cluster")),
+                    );
                 } else if !self.peers.contains_key(&sender) {
                     Some(format!("member {:x} is not a peer", sender.get()))
                 } else if sender > self.me {

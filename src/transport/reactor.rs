@@ -347,6 +347,17 @@ impl TransportHandle {
         self.inner.shared.driver.notify();
     }
 
+    /// Members removed from the cluster: told so when they call (they
+    /// stop), instead of being refused as strangers.
+    pub fn set_removed(&self, removed: Vec<MemberId>) {
+        self.inner.shared.engine.borrow_mut().set_removed(removed);
+    }
+
+    /// Whether a peer said this member was removed from the cluster.
+    pub fn removed_from_cluster(&self) -> bool {
+        self.inner.shared.engine.borrow().removed_from_cluster()
+    }
+
     /// The counters and link states now.
     pub fn stats(&self) -> TransportStats {
         self.inner.shared.engine.borrow().stats()
