@@ -33,6 +33,7 @@ pub const FORMAT_VERSION: u32 = 1;
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_WRITE_END: u8 = 3;
+const KIND_LOG_START: u8 = 4;
 
 /// What a record carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,9 @@ pub enum Body<'a> {
     /// Marks the end of one write (one `flush`): every record of that write
     /// precedes it.
     WriteEnd,
+    /// The log restarts after this index (a snapshot from the leader was
+    /// installed): every entry before is dropped, the next is `index + 1`.
+    LogStart(RaftIndex),
 }
 
 /// One decoded (or to-be-encoded) record.
@@ -148,7 +152,7 @@ pub const fn encoded_len(payload_len: usize) -> usize {
 pub fn payload<'a>(body: &Body<'a>) -> &'a [u8] {
     match body {
         Body::Entry(entry) => entry.data,
-        Body::HardState(_) | Body::WriteEnd => &[],
+        Body::HardState(_) | Body::WriteEnd | Body::LogStart(_) => &[],
     }
 }
 
@@ -168,6 +172,7 @@ pub fn encode_into(record: &Record<'_>, dst: &mut [u8]) -> usize {
         Body::Entry(e) => (KIND_ENTRY, e.kind.code(), e.index.get(), e.term.get(), 0),
         Body::HardState(hs) => (KIND_HARD_STATE, 0, hs.term.get(), hs.vote.get(), hs.commit.get()),
         Body::WriteEnd => (KIND_WRITE_END, 0, 0, 0, 0),
+        Body::LogStart(i) => (KIND_LOG_START, 0, i.get(), 0, 0),
     };
     // `len` fits in u32: it is at most RECORD_LEN_MAX_BYTES (64 MiB + 48).
     dst[0..4].copy_from_slice(&(len as u32).to_le_bytes());
@@ -248,6 +253,13 @@ pub fn decode(src: &[u8]) -> Result<Option<(Record<'_>, usize)>, DecodeError> {
             }
             Body::WriteEnd
         }
+        KIND_LOG_START => {
+            check_no_entry_kind_or_payload(rec[9], data)?;
+            if (b, c) != (0, 0) {
+                return Err(DecodeError::Malformed("log-start record with non-zero reserved fields"));
+            }
+            Body::LogStart(RaftIndex(a))
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Some((Record { write_seq, body }, total)))
@@ -263,7 +275,7 @@ pub(crate) fn peek_write_seq(src: &[u8]) -> Option<u64> {
     let len = read_u32(src, 0) as usize;
     let plausible = (RECORD_HEADER_BYTES..=RECORD_LEN_MAX_BYTES).contains(&len)
         && len <= src.len()
-        && (KIND_ENTRY..=KIND_WRITE_END).contains(&src[8])
+        && (KIND_ENTRY..=KIND_LOG_START).contains(&src[8])
         && src[10..16].iter().all(|&x| x == 0);
     plausible.then(|| read_u64(src, 16))
 }

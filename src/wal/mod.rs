@@ -256,6 +256,10 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// The log's entries after Raft truncations: contiguous, ascending.
     pub entries: Vec<Entry>,
+    /// The index before the first entry the log can hold: 0, unless
+    /// segments were released after a snapshot or a log-start record reset
+    /// the log (then the entries start at `base + 1`, or the log is empty).
+    pub base: RaftIndex,
     /// Where a torn tail was cut (segment file, offset), for the log.
     pub truncated_tail: Option<(PathBuf, u64)>,
 }
@@ -473,7 +477,7 @@ impl Wal {
         };
         let seg_bytes = rec.active_header.map_or(opts.segment_bytes, |h| h.segment_bytes);
         ensure_allocated(&file, &active_info.path, seg_bytes)?;
-        let last_index = rec.entries.last().map_or(RaftIndex(0), |e| e.index);
+        let last_index = rec.entries.last().map_or(rec.base, |e| e.index);
         let write_seq = rec.next_write_seq;
         let (chunk, durable_end) = match rec.active_header {
             Some(_) => (tail_chunk(active_info.seq, seg_bytes, &rec), rec.end),
@@ -514,7 +518,52 @@ impl Wal {
             }
             None => None,
         };
-        Ok((wal, Recovered { hard_state: rec.hard_state, entries: rec.entries, truncated_tail }))
+        Ok((wal, Recovered { hard_state: rec.hard_state, entries: rec.entries, base: rec.base, truncated_tail }))
+    }
+
+    /// Queues a log-start record: the log restarts after `index` (a
+    /// snapshot up to it was installed), dropping every entry, and the next
+    /// entry appended must be `index + 1`. Durable with the next `flush`.
+    pub fn reset_after(&mut self, index: RaftIndex) -> Result<(), WalError> {
+        if self.broken {
+            return Err(WalError::Broken);
+        }
+        self.push_record(&Record { write_seq: self.write_seq, body: Body::LogStart(index) });
+        self.queued_records += 1;
+        self.last_index = index;
+        Ok(())
+    }
+
+    /// Deletes the oldest segments that hold only entries up to `index`
+    /// (a durable snapshot covers them), never the one being written.
+    /// Returns how many were deleted. Blocking (a directory listing, a
+    /// header read per segment, unlinks): call it rarely.
+    pub fn release_through(&mut self, index: RaftIndex) -> Result<usize, WalError> {
+        let segs = segment_files(&self.dir)?;
+        let mut released = 0;
+        for pair in segs.windows(2) {
+            let (seg, next) = (&pair[0], &pair[1]);
+            if next.seq > self.active.seq {
+                break;
+            }
+            let header = read_segment(&next.path, false)?;
+            let first_index = match codec::decode_segment_header(&header) {
+                Ok(Some(h)) => h.first_index,
+                _ => break,
+            };
+            // `next` starts at or before `index + 1`: everything in `seg`
+            // is at or below `index`.
+            if first_index.get() > index.get() + 1 {
+                break;
+            }
+            std::fs::remove_file(&seg.path).map_err(|e| io_err("remove released segment", &seg.path, 0, e))?;
+            released += 1;
+        }
+        if released > 0 {
+            let d = File::open(&self.dir).map_err(|e| io_err("open directory", &self.dir, 0, e))?;
+            d.sync_all().map_err(|e| io_err("fsync directory", &self.dir, 0, e))?;
+        }
+        Ok(released)
     }
 
     /// Queues records for the next `flush`: `entries` in order, then
@@ -882,6 +931,21 @@ fn lock_dir(dir: &Path, direct_io: bool) -> Result<File, WalError> {
 
 /// Lists the segments in `dir` by sequence number, deleting unfinished
 /// `.wal.tmp` files; a missing sequence number in the middle is corruption.
+/// The segment files, in order, leaving anything else alone (a spare
+/// being prepared is a temporary file).
+fn segment_files(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
+    let read_dir = std::fs::read_dir(dir).map_err(|e| io_err("list directory", dir, 0, e))?;
+    let mut segs = Vec::new();
+    for item in read_dir {
+        let item = item.map_err(|e| io_err("list directory", dir, 0, e))?;
+        if let Some(NameKind::Segment(seq)) = item.file_name().to_str().map(segment::classify_name) {
+            segs.push(SegmentInfo { seq, path: item.path() });
+        }
+    }
+    segs.sort_by_key(|s| s.seq);
+    Ok(segs)
+}
+
 fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
     let read_dir = std::fs::read_dir(dir).map_err(|e| io_err("list directory", dir, 0, e))?;
     let mut segs = Vec::new();

@@ -30,6 +30,9 @@ pub(super) struct Recovery {
     pub hard_state: HardState,
     /// The log's entries after Raft truncations: contiguous, ascending.
     pub entries: Vec<Entry>,
+    /// The index before the first entry (0 unless earlier segments were
+    /// released or a log-start record reset the log).
+    pub base: RaftIndex,
     /// Position in the segment list of the segment the log ends in: the
     /// writer continues there.
     pub active: usize,
@@ -99,6 +102,11 @@ impl fmt::Display for Stop {
 /// The log as decoded so far.
 struct LogState {
     entries: Vec<Entry>,
+    /// The index before the first entry: where the first segment starts,
+    /// or the last log-start record.
+    base: u64,
+    /// `base` comes from a log-start record: the next entry must follow it.
+    strict: bool,
     hard_state: HardState,
     /// The write the next record must belong to.
     expected_seq: u64,
@@ -108,7 +116,7 @@ struct LogState {
 
 impl LogState {
     fn last_index(&self) -> RaftIndex {
-        self.entries.last().map_or(RaftIndex(0), |e| e.index)
+        self.entries.last().map_or(RaftIndex(self.base), |e| e.index)
     }
 
     /// Applies one record whose write sequence was already checked.
@@ -128,6 +136,10 @@ impl LogState {
                     // its index on.
                     let keep = index.saturating_sub(first);
                     self.entries.truncate(keep as usize);
+                } else if self.strict && index > self.base + 1 {
+                    return Err(format!("the log starts after {} but its first entry is {index}", self.base));
+                } else {
+                    self.base = index - 1;
                 }
                 self.entries.push(e.to_entry());
                 self.last_closed = false;
@@ -139,6 +151,12 @@ impl LogState {
             Body::WriteEnd => {
                 self.expected_seq += 1;
                 self.last_closed = true;
+            }
+            Body::LogStart(index) => {
+                self.entries.clear();
+                self.base = index.get();
+                self.strict = true;
+                self.last_closed = false;
             }
         }
         Ok(())
@@ -153,8 +171,14 @@ pub(super) type ReadSegment<'a> = &'a mut dyn FnMut(usize, bool) -> Result<Vec<u
 /// ascending). See the module documentation of `super` for the rules.
 pub(super) fn recover(segs: &[SegmentInfo], read: ReadSegment<'_>) -> Result<Recovery, WalError> {
     assert!(!segs.is_empty(), "recover needs at least one segment");
-    let mut log =
-        LogState { entries: Vec::new(), hard_state: HardState::default(), expected_seq: 1, last_closed: true };
+    let mut log = LogState {
+        entries: Vec::new(),
+        base: 0,
+        strict: false,
+        hard_state: HardState::default(),
+        expected_seq: 1,
+        last_closed: true,
+    };
     let mut i = 0;
     let mut bytes = read(0, true)?;
     let mut header = None;
@@ -162,6 +186,9 @@ pub(super) fn recover(segs: &[SegmentInfo], read: ReadSegment<'_>) -> Result<Rec
         Ok(Some(first)) => {
             check_header(&segs[0], &first)?;
             log.expected_seq = first.first_write_seq;
+            // Earlier segments were released after a snapshot: the log
+            // starts where this one does.
+            log.base = first.first_index.get().saturating_sub(1);
             let mut h = first;
             loop {
                 let limit = segment_limit(&bytes, &h);
@@ -233,6 +260,7 @@ pub(super) fn recover(segs: &[SegmentInfo], read: ReadSegment<'_>) -> Result<Rec
     };
     Ok(Recovery {
         hard_state: log.hard_state,
+        base: RaftIndex(log.base),
         entries: log.entries,
         active: i,
         active_header: header,

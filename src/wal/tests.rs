@@ -513,3 +513,69 @@ fn missing_segment_in_the_middle_is_corruption() {
     std::fs::remove_file(&files[1]).unwrap();
     assert!(matches!(Wal::open(dir.path(), small(true)), Err(WalError::Corrupt { .. })));
 }
+
+#[test]
+fn released_segments_leave_a_log_that_starts_where_the_first_kept_one_does() {
+    let dir = TestDir::new("release");
+    let all = block_on(async {
+        let (mut wal, _) = open(dir.path(), small(true));
+        let all = write_many(&mut wal, 1, 400, 1).await;
+        let before = segment_files(dir.path()).len();
+        // Nothing is released below the first segment's end.
+        assert_eq!(wal.release_through(RaftIndex(0)).unwrap(), 0);
+        let released = wal.release_through(RaftIndex(250)).unwrap();
+        assert!(released > 0 && released < before, "released {released} of {before}");
+        // Again: nothing more to release up to the same index.
+        assert_eq!(wal.release_through(RaftIndex(250)).unwrap(), 0);
+        // The active segment is never released, whatever the index.
+        wal.release_through(RaftIndex(10_000)).unwrap();
+        assert!(!segment_files(dir.path()).is_empty());
+        let mut all = all;
+        all.extend(write_many(&mut wal, 401, 20, 2).await);
+        all
+    });
+    let (wal, rec) = open(dir.path(), small(true));
+    let first = rec.entries.first().expect("entries").index.get();
+    assert!(first > 1, "the oldest entries are gone");
+    assert_eq!(rec.base, RaftIndex(first - 1));
+    assert_eq!(rec.entries, all[(first - 1) as usize..].to_vec());
+    assert_eq!(wal.last_index(), RaftIndex(420));
+    assert_eq!(rec.hard_state.term, Term(2));
+}
+
+#[test]
+fn a_log_start_record_drops_the_log_and_recovery_continues_after_it() {
+    let dir = TestDir::new("logstart");
+    block_on(async {
+        let (mut wal, _) = open(dir.path(), small(true));
+        write_many(&mut wal, 1, 30, 1).await;
+        // A snapshot up to 500 was installed: the log restarts after it.
+        wal.reset_after(RaftIndex(500)).unwrap();
+        assert_eq!(wal.last_index(), RaftIndex(500));
+        assert!(matches!(wal.append(&[entry(502, 2, 1).entry_ref()], None), Err(WalError::IndexGap { .. })));
+        write(&mut wal, &[], Some(hs(2, 0, 500))).await;
+    });
+    let (mut wal, rec) = open(dir.path(), small(true));
+    assert!(rec.entries.is_empty());
+    assert_eq!(rec.base, RaftIndex(500));
+    assert_eq!(wal.last_index(), RaftIndex(500));
+    let more = block_on(async { write_many(&mut wal, 501, 300, 2).await });
+    drop(wal);
+    let (_, rec) = open(dir.path(), small(true));
+    assert_eq!(rec.entries, more);
+}
+
+#[test]
+fn a_first_entry_after_the_start_of_the_log_is_corruption() {
+    // A log-start at 10 followed by entry 12 cannot happen: refused.
+    let dir = TestDir::new("logstart-gap");
+    block_on(async {
+        let (mut wal, _) = open(dir.path(), small(true));
+        write(&mut wal, &[entry(1, 1, 5)], None).await;
+        wal.reset_after(RaftIndex(10)).unwrap();
+        // Bypass the append check: forge the next record with the codec.
+        wal.last_index = RaftIndex(11);
+        write(&mut wal, &[entry(12, 1, 5)], None).await;
+    });
+    assert!(matches!(Wal::open(dir.path(), small(true)), Err(WalError::Corrupt { .. })));
+}
