@@ -14,6 +14,7 @@ pub mod mvcc;
 pub mod node;
 pub mod raft;
 pub mod runtime;
+pub mod snapshot;
 pub mod transport;
 pub mod wal;
 pub mod watch;

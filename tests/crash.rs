@@ -56,8 +56,21 @@ struct Log {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_puts_survive_sigkill_with_their_revisions_over_five_rounds() {
+    crash_rounds("crash_rounds", &["--cores", "2"]).await;
+}
+
+/// The same with a snapshot every 20 entries: kills land before, during
+/// and after snapshots, and restarts start from the newest one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_puts_survive_sigkill_with_snapshots_every_few_entries() {
+    let s = crash_rounds("crash_snap", &["--cores", "2", "--snapshot-count", "20"]).await;
+    let log = s.stderr();
+    assert!(log.contains("recovered from a snapshot"), "the last start did not use a snapshot:\n{log}");
+}
+
+async fn crash_rounds(name: &str, flags: &[&str]) -> Server {
     let (mut rng, seed) = Rng::from_env(77);
-    let mut s = Server::corekv("crash_rounds", &["--cores", "2"]);
+    let mut s = Server::corekv(name, flags);
     let log = Arc::new(Mutex::new(Log::default()));
     let mut killed_mid_write = 0;
     for round in 0..ROUNDS {
@@ -137,6 +150,7 @@ async fn acknowledged_puts_survive_sigkill_with_their_revisions_over_five_rounds
         log.lock().unwrap().acked.insert(key, (value, next));
     }
     assert!(killed_mid_write > 0, "no round was killed while puts were in flight");
+    s
 }
 
 // ------------------------------------------------------------ WAL files
@@ -333,4 +347,45 @@ async fn corrupt_record_before_intact_ones_stops_the_server_naming_file_and_offs
         );
         assert_eq!(std::fs::read(&path).unwrap(), before, "attempt {attempt}: the refused start changed the segment");
     }
+}
+
+/// Overwrites of a few keys with compaction: snapshots cover the log, so
+/// WAL segments are released and the data directory stops growing; a
+/// SIGKILL afterwards restarts from the snapshot with every key intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wal_segments_are_released_once_snapshots_cover_them() {
+    let mut s = Server::corekv("wal_release", &["--cores", "2", "--snapshot-count", "200"]);
+    let mut c = s.client().await;
+    let value = "v".repeat(60 << 10);
+    let wal = s.data_dir.join("member").join("wal");
+    let mut most_segments = 0;
+    let mut last = BTreeMap::new();
+    // 3,000 puts of 60 KiB: about 176 MiB of log, 3 segments' worth.
+    for i in 0..3000usize {
+        let key = format!("ow/{:02}", i % 50);
+        let v = format!("{i}:{value}");
+        let rev = c.put(key.clone(), v.clone(), None).await.expect("put").header().expect("header").revision();
+        last.insert(key, (v, rev));
+        if i % 250 == 249 {
+            c.compact(rev, None).await.expect("compact");
+            most_segments = most_segments.max(segments(&wal).len());
+        }
+    }
+    let log = s.stderr();
+    assert!(
+        log.contains("released WAL segments"),
+        "no segment was released:\n{}",
+        &log[log.len().saturating_sub(4000)..]
+    );
+    // Three segments' worth written; never more than two live and a spare.
+    assert!(most_segments <= 3, "up to {most_segments} segments at once");
+    s.restart();
+    let mut c = s.client().await;
+    let (_, present) = dump(&mut c, "ow/").await;
+    assert_eq!(present.len(), last.len());
+    for (k, (v, rev)) in &last {
+        let got = present.get(k).expect("key kept");
+        assert_eq!((&got.0, got.2), (v, *rev), "{k}");
+    }
+    assert!(s.stderr().contains("recovered from a snapshot"));
 }

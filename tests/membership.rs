@@ -182,7 +182,7 @@ async fn a_learner_joins_catches_up_is_promoted_and_replaces_a_removed_member() 
     assert!(st.is_learner());
     assert_eq!(st.header().expect("header").cluster_id(), added.header().expect("header").cluster_id());
     let log = members[3].stderr();
-    //SNAP assert!(log.contains("installed a snapshot"), "the learner caught up from a snapshot:\n{log}");
+    assert!(log.contains("installed a snapshot"), "the learner caught up from a snapshot:\n{log}");
 
     // Promote once in sync (the leader decides).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -261,9 +261,26 @@ async fn a_single_member_grows_into_a_cluster_of_two_voters() {
     launch(&mut members[0], &first);
     put_keys(&members[0], "/s/", 0..50).await;
     let mut c = connect(&members[0]).await;
-    let added = c.member_add([url(&members[1])], Some(MemberAddOptions::new().with_is_learner())).await.expect("add");
-    let id = added.member().expect("member").id();
+    // etcdctl's member add, as an operator runs it: it prints the flags
+    // the new member starts with.
+    let ep = members[0].endpoint();
+    let out = common::etcdctl(&ep, &["member", "add", "b", "--learner", &format!("--peer-urls={}", url(&members[1]))]);
+    let hex = out
+        .split_whitespace()
+        .nth(1)
+        .filter(|_| out.starts_with("Member "))
+        .unwrap_or_else(|| panic!("member add printed:\n{out}"));
+    let id = u64::from_str_radix(hex, 16).expect("a hex member ID");
     let both = format!("{initial},b={}", url(&members[1]));
+    assert!(out.contains("ETCD_NAME=\"b\""), "{out}");
+    assert!(
+        out.contains(&format!("ETCD_INITIAL_CLUSTER=\"{both}\""))
+            || out.contains(&format!("ETCD_INITIAL_CLUSTER=\"b={},a={}\"", url(&members[1]), url(&members[0]))),
+        "{out}"
+    );
+    assert!(out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{out}");
+    let list = common::etcdctl(&ep, &["member", "list"]);
+    assert!(list.lines().any(|l| l.starts_with(hex) && l.contains("unstarted") && l.ends_with(", true")), "{list}");
     let second = member_flags(&members[1], "b", &both, "existing", token, &[]);
     launch(&mut members[1], &second);
     let all: Vec<&Server> = members.iter().collect();
@@ -273,9 +290,15 @@ async fn a_single_member_grows_into_a_cluster_of_two_voters() {
         assert!(Instant::now() < deadline, "promote: {e}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Two voters: writes need both, and both serve linearizable reads.
-    put_keys(&members[1], "/s/", 50..60).await;
+    // Two voters: writes need both, and both serve linearizable reads
+    // (once the promoted member applied its promotion).
     let mut b = connect(&members[1]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.status().await.expect("status").is_learner() {
+        assert!(Instant::now() < deadline, "the promotion never reached the new member");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    put_keys(&members[1], "/s/", 50..60).await;
     assert_eq!(b.get("/s/00055", None).await.expect("get").kvs().len(), 1);
     members[0].restart();
     let all: Vec<&Server> = members.iter().collect();

@@ -41,6 +41,15 @@ impl Lessor {
         ttl.max(self.min_ttl)
     }
 
+    /// Forgets every lease and takes `leases` (ID, TTL) with fresh expiry
+    /// times: the state a snapshot brought.
+    pub fn reset(&mut self, leases: &[(i64, i64)], now: Instant) {
+        self.leases.clear();
+        for &(id, ttl) in leases {
+            self.granted(id, ttl, now);
+        }
+    }
+
     /// A grant was applied.
     pub fn granted(&mut self, id: i64, ttl: i64, now: Instant) {
         let expiry = now + secs(ttl);

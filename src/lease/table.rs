@@ -17,6 +17,13 @@ impl LeaseTable {
         self.ttl.get(&id).copied()
     }
 
+    /// Every lease with its TTL, by ID.
+    pub fn all(&self) -> Vec<(i64, i64)> {
+        let mut v: Vec<(i64, i64)> = self.ttl.iter().map(|(id, ttl)| (*id, *ttl)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Every lease ID, ascending.
     pub fn ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self.ttl.keys().copied().collect();

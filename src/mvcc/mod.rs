@@ -237,4 +237,41 @@ pub trait MvccStore {
     /// Adds key histories taken from another shard's store. The keys must
     /// not be present here.
     fn insert_histories(&mut self, histories: Vec<KeyHistory>);
+
+    /// Calls `f` with every stored key history in `[start, end)`, in key
+    /// order, each with every version the store holds (for snapshots),
+    /// until `f` breaks. Read-only.
+    fn histories(&self, start: &[u8], end: End<'_>, f: &mut dyn FnMut(KeyHistory) -> ControlFlow<()>) {
+        let mut cur: Option<KeyHistory> = None;
+        let mut stopped = false;
+        self.history(start, end, i64::MIN, i64::MAX, &mut |e| {
+            let version = Version {
+                rev: e.rev,
+                put: match e.kind {
+                    EventKind::Put => Some(PutVersion {
+                        value: e.kv.value,
+                        create_revision: e.kv.create_revision,
+                        version: e.kv.version,
+                        lease: e.kv.lease,
+                    }),
+                    EventKind::Delete => None,
+                },
+            };
+            match &mut cur {
+                Some(h) if h.key == e.kv.key => h.versions.push(version),
+                _ => {
+                    if let Some(done) = cur.replace(KeyHistory { key: e.kv.key, versions: vec![version] }) {
+                        if f(done).is_break() {
+                            stopped = true;
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if let (Some(h), false) = (cur, stopped) {
+            let _ = f(h);
+        }
+    }
 }

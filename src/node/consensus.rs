@@ -24,6 +24,7 @@ use super::members::{self, MemberOp};
 use super::msg::{Committed, Msg};
 use super::sequencer::Proposals;
 use super::shard::fatal;
+use super::snapshots::{self, sync_dir, write_file, Global, Install, PartDone, SnapJob, GLOBAL_FILE, MANIFEST_FILE};
 use crate::api::backend::ClusterError;
 use crate::apply::command::{access_batch, aligned_copy, encode_batch, Batch, Item};
 use crate::apply::{ApplyError, Reply};
@@ -32,9 +33,11 @@ use crate::raft::{
     ReadyNumber, Role,
 };
 use crate::runtime::local::{oneshot, Notify, Receiver, Sender};
+use crate::snapshot::Manifest;
 use crate::transport::{MessageClass, TransportHandle};
 use crate::types::{MemberId, RaftIndex, ReactorId, ShardId};
-use crate::wal::Wal;
+use crate::wal::{self, Wal};
+use std::path::PathBuf;
 
 /// Most read requests answered by one ReadIndex round.
 const READS_PER_ROUND_MAX: usize = 4096;
@@ -74,7 +77,7 @@ pub struct Consensus {
     proposals: Rc<Proposals>,
     ticks: Cell<u32>,
     persisted: Cell<u64>,
-    jobs: RefCell<VecDeque<Persist>>,
+    jobs: RefCell<VecDeque<Job>>,
     jobs_ready: Notify,
     inbound: RefCell<VecDeque<(MemberId, MessageClass, Bytes)>>,
     reads: RefCell<Reads>,
@@ -92,6 +95,34 @@ pub struct Consensus {
     next_op: Cell<u64>,
     /// This member was removed and is stopping.
     stopping: Cell<bool>,
+    /// Snapshots: the newest on disk, the one being made.
+    snap: RefCell<SnapState>,
+    parts_ready: Notify,
+    /// Snapshot-stream messages from the leader, in arrival order.
+    snap_in: RefCell<VecDeque<(MemberId, Bytes)>>,
+    snap_in_ready: Notify,
+}
+
+/// What the WAL task does next.
+enum Job {
+    /// Make a Ready durable.
+    Persist(Box<Persist>),
+    /// A snapshot up to this index is durable: drop the segments it covers.
+    Release(RaftIndex),
+}
+
+#[derive(Default)]
+struct SnapState {
+    /// `member/snap`.
+    root: PathBuf,
+    /// The index of the newest snapshot on disk (0: none).
+    last: u64,
+    /// The index of the snapshot being made.
+    making: Option<u64>,
+    /// The parts the shards reported for it.
+    parts: Vec<PartDone>,
+    /// The last committed entry handed out: index and term.
+    handed: (u64, u64),
 }
 
 impl Consensus {
@@ -101,6 +132,8 @@ impl Consensus {
         transport: Option<TransportHandle>,
         proposals: Rc<Proposals>,
         leader_wait: Duration,
+        snap_root: PathBuf,
+        snap_index: u64,
     ) -> Rc<Consensus> {
         Rc::new(Consensus {
             core: RefCell::new(core),
@@ -109,6 +142,10 @@ impl Consensus {
             ticks: Cell::new(0),
             persisted: Cell::new(0),
             jobs: RefCell::new(VecDeque::new()),
+            snap: RefCell::new(SnapState { root: snap_root, last: snap_index, ..SnapState::default() }),
+            parts_ready: Notify::default(),
+            snap_in: RefCell::new(VecDeque::new()),
+            snap_in_ready: Notify::default(),
             jobs_ready: Notify::default(),
             inbound: RefCell::new(VecDeque::new()),
             reads: RefCell::new(Reads::default()),
@@ -167,8 +204,9 @@ impl Consensus {
 
     /// Starts the loop's tasks: ticks every `heartbeat`, peer receive, WAL
     /// flusher, and the loop itself.
-    pub fn start(self: &Rc<Self>, node: NodeHandle, wal: Wal, heartbeat: Duration) {
-        monoio::spawn(self.clone().flush_loop(wal));
+    pub fn start(self: &Rc<Self>, node: NodeHandle, wal: Wal, hard_state: wal::HardState, heartbeat: Duration) {
+        monoio::spawn(self.clone().flush_loop(wal, hard_state));
+        monoio::spawn(self.clone().snapshot_receiver(node.clone()));
         let ticker = self.clone();
         monoio::spawn(async move {
             loop {
@@ -238,7 +276,11 @@ impl Consensus {
         let inbound: Vec<_> = self.inbound.borrow_mut().drain(..).collect();
         for (peer, class, bytes) in inbound {
             match class {
-                MessageClass::Raft | MessageClass::Snapshot => {
+                MessageClass::Snapshot => {
+                    self.snap_in.borrow_mut().push_back((peer, bytes));
+                    self.snap_in_ready.notify();
+                }
+                MessageClass::Raft => {
                     if let Err(e) = core.step(peer, &bytes) {
                         crate::log_warn!("refused a peer's raft message", "peer" => peer, "error" => e.to_string());
                     }
@@ -596,22 +638,26 @@ impl Consensus {
                 node.on_leadership(ss.leader, ss.role == Role::Leader, last);
             }
             for m in rd.messages {
-                let class = match m.class {
-                    RaftClass::Raft => MessageClass::Raft,
-                    RaftClass::Snapshot => MessageClass::Snapshot,
-                };
+                if m.class == RaftClass::Snapshot {
+                    // The snapshot's files go first, on the snapshot stream.
+                    monoio::spawn(self.clone().send_snapshot(node.clone(), m.to, Bytes::from(m.bytes)));
+                    continue;
+                }
                 if let Some(t) = self.transport() {
-                    if t.send(m.to, class, Bytes::from(m.bytes)).is_err() {
+                    if t.send(m.to, MessageClass::Raft, Bytes::from(m.bytes)).is_err() {
                         self.core.borrow_mut().report_unreachable(m.to);
                     }
                 }
             }
             if let Some(p) = rd.persist {
-                if p.snapshot.is_some() {
-                    fatal("a snapshot arrived from the leader; installing snapshots is not supported yet");
+                if let Some(snap) = &p.snapshot {
+                    self.install_from_leader(node, snap);
                 }
-                self.jobs.borrow_mut().push_back(p);
+                self.jobs.borrow_mut().push_back(Job::Persist(Box::new(p)));
                 self.jobs_ready.notify();
+            }
+            if let Some(last) = rd.committed.last() {
+                self.snap.borrow_mut().handed = (last.index.get(), last.term.get());
             }
             for c in rd.committed {
                 let data = match c.payload {
@@ -632,33 +678,449 @@ impl Consensus {
                 }
             }
             node.on_raft_progress(self.core.borrow().term(), self.core.borrow().last_index());
+            self.maybe_snapshot(node, rd.checkpoint_wanted);
         }
     }
 
     /// Group commit: every Ready queued while the previous write was in
     /// flight goes into the next one.
-    async fn flush_loop(self: Rc<Self>, mut wal: Wal) {
+    async fn flush_loop(self: Rc<Self>, mut wal: Wal, mut hard_state: wal::HardState) {
         loop {
-            let jobs: Vec<Persist> = self.jobs.borrow_mut().drain(..).collect();
+            let jobs: Vec<Job> = self.jobs.borrow_mut().drain(..).collect();
             if jobs.is_empty() {
                 self.jobs_ready.notified().await;
                 continue;
             }
             let mut last = 0;
-            for p in &jobs {
+            let mut release = None;
+            for job in &jobs {
+                let p = match job {
+                    Job::Persist(p) => p,
+                    Job::Release(index) => {
+                        release = Some(*index);
+                        continue;
+                    }
+                };
+                if let Some(snap) = &p.snapshot {
+                    // The log restarts after an installed snapshot.
+                    if let Err(e) = wal.reset_after(snap.index) {
+                        fatal(&format!("WAL append: {e}"));
+                    }
+                }
                 let entries: Vec<_> = p.entries.iter().map(|e| e.as_wal()).collect();
                 if let Err(e) = wal.append(&entries, p.hard_state) {
                     fatal(&format!("WAL append: {e}"));
                 }
+                if let Some(hs) = p.hard_state {
+                    hard_state = hs;
+                }
                 last = p.number.0;
+            }
+            if release.is_some() {
+                // The newest hard state goes into the segments that stay.
+                if let Err(e) = wal.append(&[], Some(hard_state)) {
+                    fatal(&format!("WAL append: {e}"));
+                }
             }
             if let Err(e) = wal.flush().await {
                 fatal(&format!("WAL write: {e}"));
             }
-            self.persisted.set(last);
+            if let Some(index) = release {
+                match wal.release_through(index) {
+                    Ok(n) if n > 0 => {
+                        crate::log_info!("released WAL segments", "segments" => n, "through-index" => index.get())
+                    }
+                    Ok(_) => {}
+                    Err(e) => crate::log_warn!("cannot release WAL segments", "error" => e.to_string()),
+                }
+            }
+            if last > 0 {
+                self.persisted.set(last);
+            }
             self.wake();
         }
     }
+
+    /// Starts a snapshot at the last handed-out entry when `--snapshot-count`
+    /// entries were applied since the last one, or a follower needs one.
+    fn maybe_snapshot(self: &Rc<Self>, node: &NodeHandle, wanted: bool) {
+        let (index, term) = {
+            let snap = self.snap.borrow();
+            let (index, term) = snap.handed;
+            let due = index >= snap.last + node.shared().snapshot_count || (wanted && index > snap.last);
+            if snap.making.is_some() || !due || index == 0 {
+                return;
+            }
+            (index, term)
+        };
+        let root = self.snap.borrow().root.clone();
+        let tmp = root.join(format!("{index:016x}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        if let Err(e) = std::fs::create_dir_all(&tmp) {
+            crate::log_warn!("cannot make a snapshot", "dir" => tmp.display().to_string(), "error" => e.to_string());
+            return;
+        }
+        {
+            let mut snap = self.snap.borrow_mut();
+            snap.making = Some(index);
+            snap.parts.clear();
+        }
+        // Conf changes up to `index` are applied: this is the table and the
+        // configuration at `index`.
+        let membership = self.core.borrow().membership();
+        let members = node.shared().members().clone();
+        let job = std::sync::Arc::new(SnapJob { index, dir: tmp.clone() });
+        node.broadcast(|| Msg::Snapshot(job.clone()));
+        monoio::spawn(self.clone().finish_snapshot(node.clone(), index, term, membership, members, tmp));
+    }
+
+    /// A shard reported its part of the snapshot being made.
+    pub fn part_done(&self, done: PartDone) {
+        let mut snap = self.snap.borrow_mut();
+        if snap.making == Some(done.index) {
+            snap.parts.push(done);
+            self.parts_ready.notify();
+        }
+    }
+
+    /// Waits for every shard's part, writes `global` and the manifest,
+    /// makes the directory the newest snapshot, then compacts the log.
+    async fn finish_snapshot(
+        self: Rc<Self>,
+        node: NodeHandle,
+        index: u64,
+        term: u64,
+        membership: Membership,
+        members: members::MemberTable,
+        tmp: PathBuf,
+    ) {
+        let started = Instant::now();
+        let shards = node.shared().shards;
+        loop {
+            if self.snap.borrow().parts.len() >= shards {
+                break;
+            }
+            self.parts_ready.notified().await;
+        }
+        let mut parts = std::mem::take(&mut self.snap.borrow_mut().parts);
+        parts.sort_by_key(|p| p.shard);
+        let result: Result<(Manifest, u64), String> = async {
+            let mut files = Vec::new();
+            for p in &parts {
+                files.push(p.result.clone()?);
+            }
+            let first = &parts[0];
+            let global =
+                Global { rev: first.rev, compact_rev: first.compact_rev, leases: first.leases.clone(), members };
+            files.push(write_file(&tmp.join(GLOBAL_FILE), GLOBAL_FILE, global.encode()).await?);
+            let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+            let manifest = Manifest { index, term, membership, files };
+            write_file(&tmp.join(MANIFEST_FILE), MANIFEST_FILE, manifest.encode()).await?;
+            sync_dir(&tmp)?;
+            let root = self.snap.borrow().root.clone();
+            let dir = snapshots::dir_of(&root, index);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&tmp, &dir).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
+            sync_dir(&root)?;
+            Ok((manifest, bytes))
+        }
+        .await;
+        let done = match result {
+            Ok(d) => d,
+            Err(e) => {
+                crate::log_warn!("cannot make a snapshot", "index" => index, "error" => e);
+                let _ = std::fs::remove_dir_all(&tmp);
+                self.snap.borrow_mut().making = None;
+                return;
+            }
+        };
+        let (manifest, bytes) = done;
+        {
+            let mut core = self.core.borrow_mut();
+            if index > core.compacted_index().get() {
+                if let Err(e) = core.compact_to(RaftIndex(index), Bytes::from(manifest.encode())) {
+                    crate::log_warn!("cannot compact the raft log", "index" => index, "error" => e.to_string());
+                }
+            }
+        }
+        {
+            let mut snap = self.snap.borrow_mut();
+            snap.making = None;
+            snap.last = snap.last.max(index);
+            snapshots::prune(&snap.root);
+        }
+        self.jobs.borrow_mut().push_back(Job::Release(RaftIndex(index)));
+        self.jobs_ready.notify();
+        crate::log_info!(
+            "saved snapshot",
+            "snapshot-index" => index,
+            "bytes" => bytes,
+            "took" => format!("{:?}", started.elapsed())
+        );
+        self.wake();
+    }
+
+    /// Streams a snapshot's files to `to`, then Raft's MsgSnapshot, and
+    /// tells Raft how it went.
+    async fn send_snapshot(self: Rc<Self>, node: NodeHandle, to: MemberId, raft_msg: Bytes) {
+        let ok = match self.stream_snapshot(&node, to, &raft_msg).await {
+            Ok(bytes) => {
+                crate::log_info!("sent a snapshot", "to" => to, "bytes" => bytes);
+                true
+            }
+            Err(e) => {
+                crate::log_warn!("cannot send a snapshot", "to" => to, "error" => e);
+                false
+            }
+        };
+        self.core.borrow_mut().report_snapshot(to, ok);
+        self.wake();
+    }
+
+    async fn stream_snapshot(&self, _node: &NodeHandle, to: MemberId, raft_msg: &Bytes) -> Result<u64, String> {
+        use protobuf::Message as _;
+        let msg = raft::eraftpb::Message::parse_from_bytes(raft_msg).map_err(|e| e.to_string())?;
+        let manifest = Manifest::decode(&msg.get_snapshot().data).map_err(|e| e.to_string())?;
+        let dir = snapshots::dir_of(&self.snap.borrow().root, manifest.index);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut sent = 0u64;
+        for (n, f) in manifest.files.iter().enumerate() {
+            let path = dir.join(&f.name);
+            let file =
+                monoio::fs::File::open(&path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            let mut offset = 0u64;
+            while offset < f.bytes {
+                let want = (f.bytes - offset).min(snapshots::CHUNK_BYTES as u64) as usize;
+                // monoio fills a Vec's whole capacity: exactly `want` bytes.
+                let (res, buf) = file.read_exact_at(Vec::with_capacity(want), offset).await;
+                res.map_err(|e| format!("cannot read {} at offset {offset}: {e}", path.display()))?;
+                let m = Bytes::from(snapshots::encode_chunk(manifest.index, n as u32, offset, &buf));
+                self.send_paced(to, m, deadline).await?;
+                offset += want as u64;
+                sent += want as u64;
+            }
+            let _ = file.close().await;
+        }
+        let mut last = Vec::with_capacity(raft_msg.len() + 1);
+        last.push(snapshots::STREAM_RAFT);
+        last.extend_from_slice(raft_msg);
+        self.send_paced(to, Bytes::from(last), deadline).await?;
+        Ok(sent)
+    }
+
+    /// Sends on the snapshot stream, waiting while its queue is full.
+    async fn send_paced(&self, to: MemberId, msg: Bytes, deadline: Instant) -> Result<(), String> {
+        loop {
+            let Some(t) = self.transport() else { return Err("no peer transport".into()) };
+            match t.send(to, MessageClass::Snapshot, msg.clone()) {
+                Ok(()) => return Ok(()),
+                Err(crate::transport::SendError::QueueFull { .. }) if Instant::now() < deadline => {
+                    monoio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Takes snapshot-stream messages in order: writes chunks to a
+    /// `.recv` directory, and when Raft's MsgSnapshot arrives checks every
+    /// file against its manifest, makes the directory the newest snapshot
+    /// and hands the message to Raft.
+    async fn snapshot_receiver(self: Rc<Self>, node: NodeHandle) {
+        let mut recv: Option<Receiving> = None;
+        loop {
+            let next = self.snap_in.borrow_mut().pop_front();
+            let Some((peer, bytes)) = next else {
+                self.snap_in_ready.notified().await;
+                continue;
+            };
+            match bytes.first() {
+                Some(&snapshots::STREAM_CHUNK) => {
+                    let Some((index, file, offset, data)) = snapshots::decode_chunk(&bytes[1..]) else {
+                        crate::log_warn!("refused a malformed snapshot chunk", "peer" => peer);
+                        continue;
+                    };
+                    if recv.as_ref().is_none_or(|r| r.index != index || r.from != peer) {
+                        recv = self.start_receiving(peer, index);
+                    }
+                    let Some(r) = recv.as_mut() else { continue };
+                    if let Err(e) = r.write(file, offset, data).await {
+                        crate::log_warn!("dropped a snapshot being received", "peer" => peer, "error" => e);
+                        recv = None;
+                    }
+                }
+                Some(&snapshots::STREAM_RAFT) => {
+                    let raft_msg = bytes.slice(1..);
+                    let r = recv.take();
+                    match self.finish_receiving(&node, peer, r, &raft_msg).await {
+                        Ok(index) => {
+                            crate::log_info!("received a snapshot", "from" => peer, "snapshot-index" => index);
+                            self.inbound.borrow_mut().push_back((peer, MessageClass::Raft, raft_msg));
+                            self.wake();
+                        }
+                        Err(e) => crate::log_warn!("refused a snapshot", "peer" => peer, "error" => e),
+                    }
+                }
+                _ => crate::log_warn!("refused a snapshot-stream message of unknown kind", "peer" => peer),
+            }
+        }
+    }
+
+    fn start_receiving(&self, from: MemberId, index: u64) -> Option<Receiving> {
+        let root = self.snap.borrow().root.clone();
+        let dir = root.join(format!("{index:016x}.recv"));
+        let _ = std::fs::remove_dir_all(&dir);
+        match std::fs::create_dir_all(&dir) {
+            Ok(()) => Some(Receiving { index, from, dir, files: HashMap::new() }),
+            Err(e) => {
+                crate::log_warn!("cannot receive a snapshot", "dir" => dir.display().to_string(), "error" => e.to_string());
+                None
+            }
+        }
+    }
+
+    async fn finish_receiving(
+        &self,
+        node: &NodeHandle,
+        peer: MemberId,
+        recv: Option<Receiving>,
+        raft_msg: &Bytes,
+    ) -> Result<u64, String> {
+        let me = node.shared().member;
+        let msg = crate::raft::wire::decode(raft_msg, me.get(), peer.get()).map_err(|e| e.to_string())?;
+        let manifest = Manifest::decode(&msg.get_snapshot().data).map_err(|e| e.to_string())?;
+        let index = manifest.index;
+        if msg.get_snapshot().get_metadata().index != index {
+            return Err("the manifest's index is not the snapshot's".into());
+        }
+        let root = self.snap.borrow().root.clone();
+        let dir = snapshots::dir_of(&root, index);
+        if recv.is_none() && dir.join(MANIFEST_FILE).exists() {
+            // Sent again with no chunks: the files are here already.
+            return Ok(index);
+        }
+        let mut recv = match recv {
+            Some(r) if r.index == index && r.from == peer => r,
+            _ => self.start_receiving(peer, index).ok_or("cannot receive")?,
+        };
+        for (n, f) in manifest.files.iter().enumerate() {
+            let got = recv.files.remove(&(n as u32));
+            let (bytes, crc) = match &got {
+                Some(rf) => (rf.bytes, rf.crc),
+                None => (0, 0),
+            };
+            if bytes != f.bytes || (f.bytes > 0 && crc != f.crc) {
+                return Err(format!(
+                    "file {} arrived with {bytes} bytes and CRC {crc:08x}, expected {} and {:08x}",
+                    f.name, f.bytes, f.crc
+                ));
+            }
+            let from = recv.dir.join(format!("file-{n}"));
+            match got {
+                Some(rf) => {
+                    rf.file.sync_all().await.map_err(|e| format!("cannot fsync {}: {e}", from.display()))?;
+                    let _ = rf.file.close().await;
+                }
+                None => {
+                    std::fs::File::create(&from).map_err(|e| format!("cannot create {}: {e}", from.display()))?;
+                }
+            }
+            std::fs::rename(&from, recv.dir.join(&f.name))
+                .map_err(|e| format!("cannot rename {}: {e}", from.display()))?;
+        }
+        write_file(&recv.dir.join(MANIFEST_FILE), MANIFEST_FILE, manifest.encode()).await?;
+        sync_dir(&recv.dir)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&recv.dir, &dir).map_err(|e| format!("cannot rename {}: {e}", recv.dir.display()))?;
+        sync_dir(&root)?;
+        Ok(index)
+    }
+
+    /// Raft installs a snapshot from the leader: every shard replaces its
+    /// state with it (before the entries after it), and so do the member
+    /// table and the lessor.
+    fn install_from_leader(self: &Rc<Self>, node: &NodeHandle, meta: &crate::raft::SnapshotMeta) {
+        let index = meta.index.get();
+        let root = self.snap.borrow().root.clone();
+        let dir = snapshots::dir_of(&root, index);
+        let manifest = match Manifest::decode(&meta.data) {
+            Ok(m) => m,
+            Err(e) => fatal(&format!("the snapshot Raft installs does not decode: {e}")),
+        };
+        let gpath = dir.join(GLOBAL_FILE);
+        let global = match std::fs::read(&gpath)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Global::decode(&b).map_err(|e| e.to_string()))
+        {
+            Ok(g) => g,
+            Err(e) => fatal(&format!("cannot read {}: {e}", gpath.display())),
+        };
+        install_everywhere(node, manifest, dir, global);
+        {
+            let mut snap = self.snap.borrow_mut();
+            snap.last = snap.last.max(index);
+            snap.handed = (index, meta.term.get());
+        }
+        self.update_lone_voter(node);
+        self.update_peers(node);
+        crate::log_info!("installed a snapshot", "snapshot-index" => index);
+    }
+}
+
+/// State being received on the snapshot stream.
+struct Receiving {
+    index: u64,
+    from: MemberId,
+    dir: PathBuf,
+    files: HashMap<u32, RecvFile>,
+}
+
+struct RecvFile {
+    file: monoio::fs::File,
+    bytes: u64,
+    crc: u32,
+}
+
+impl Receiving {
+    /// Writes a chunk; chunks of a file arrive in order.
+    async fn write(&mut self, n: u32, offset: u64, data: &[u8]) -> Result<(), String> {
+        if !self.files.contains_key(&n) {
+            if offset != 0 || self.files.len() >= 65_536 {
+                return Err(format!("file {n} does not start at offset 0"));
+            }
+            let path = self.dir.join(format!("file-{n}"));
+            let file =
+                monoio::fs::File::create(&path).await.map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            self.files.insert(n, RecvFile { file, bytes: 0, crc: 0 });
+        }
+        let Some(rf) = self.files.get_mut(&n) else { return Err("lost a file".into()) };
+        if offset != rf.bytes {
+            return Err(format!("file {n}: chunk at {offset}, expected {}", rf.bytes));
+        }
+        let (res, _) = rf.file.write_all_at(data.to_vec(), offset).await;
+        res.map_err(|e| format!("cannot write a snapshot chunk: {e}"))?;
+        rf.crc = crc32c::crc32c_append(rf.crc, data);
+        rf.bytes += data.len() as u64;
+        Ok(())
+    }
+}
+
+/// Queues an install of the snapshot in `dir` on every shard, and takes
+/// its member table and leases on this reactor (the consensus one).
+pub(super) fn install_everywhere(node: &NodeHandle, manifest: Manifest, dir: PathBuf, global: Global) {
+    let shared = node.shared();
+    {
+        let mut table = shared.members();
+        *table = global.members.clone();
+        if let Some(c) = table.cluster {
+            shared.cluster.store(c.get(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let learner = manifest.membership.learners.contains(&shared.member);
+    shared.learner.store(learner, std::sync::atomic::Ordering::Relaxed);
+    node.reset_leases(&global.leases);
+    let inst = std::sync::Arc::new(Install { manifest, dir, global });
+    node.broadcast(|| Msg::Install(inst.clone()));
 }
 
 /// Answers every command in `items` with `e` (they were never proposed).

@@ -113,6 +113,13 @@ impl NodeHandle {
         }
     }
 
+    /// The lessor takes a snapshot's leases with fresh TTLs (reactor 0).
+    pub(super) fn reset_leases(&self, leases: &[(i64, i64)]) {
+        if let Some(lessor) = &self.0.lessor {
+            lessor.borrow_mut().reset(leases, std::time::Instant::now());
+        }
+    }
+
     /// A membership change, on the consensus reactor.
     async fn member_change_here(&self, req: MemberRequest) -> Result<MemberChanged, ClusterError> {
         let Some(c) = self.0.consensus.borrow().clone() else { return Err(ClusterError::Stopped) };
@@ -249,6 +256,16 @@ impl NodeHandle {
                 }
             }
             Msg::WatchFeed { shard, upto, events } => self.on_feed(shard, upto, events),
+            Msg::WatchResync { shard, upto } => {
+                self.local().hub.borrow_mut().resync(shard.idx(), upto);
+                self.pump();
+            }
+            Msg::Snapshot(job) => l.shard.enqueue_item(super::shard::Queued::Snapshot(job)),
+            Msg::Install(inst) => l.shard.enqueue_item(super::shard::Queued::Install(inst)),
+            Msg::SnapshotPart(done) => match &*l.consensus.borrow() {
+                Some(c) => c.part_done(done),
+                None => crate::log_error!("a snapshot part reached a reactor without the sequencer"),
+            },
             Msg::WatchLeave { from } => {
                 l.shard.state.borrow_mut().watch_reactors.remove(&from);
             }
@@ -733,6 +750,19 @@ impl ShardLink for Link {
 
     fn on_published(&self, published: Vec<crate::apply::command::Publish>) {
         self.0.on_published(published);
+    }
+
+    fn snapshot_part(&self, done: super::snapshots::PartDone) {
+        self.0.send(SEQUENCER, Msg::SnapshotPart(done));
+    }
+
+    fn installed(&self, rev: i64) {
+        let l = &self.0 .0;
+        let to: Vec<ReactorId> = l.shard.state.borrow().watch_reactors.iter().copied().collect();
+        let shard = l.me_shard();
+        for r in to {
+            self.0.send(r, Msg::WatchResync { shard, upto: rev });
+        }
     }
 
     fn applied_effects(&self, leases: &[LeaseChange], events: Vec<Event>, rev: i64) {

@@ -15,6 +15,7 @@ mod members;
 mod msg;
 mod sequencer;
 mod shard;
+mod snapshots;
 mod watches;
 
 use std::io;
@@ -33,9 +34,9 @@ use crate::api::service::GRPC_OVERHEAD_BYTES;
 use crate::api::EtcdService;
 use crate::apply::RangeMap;
 use crate::config::Config;
-use crate::raft::{Boot, RaftConfig, RaftCore, RaftLogging};
+use crate::raft::{Boot, RaftConfig, RaftCore, RaftLogging, SnapshotMeta};
 use crate::runtime::{self, Inbox, Mesh, Outbox};
-use crate::types::{ClusterId, MemberId, ReactorId, ShardId};
+use crate::types::{ClusterId, MemberId, RaftIndex, ReactorId, ShardId, Term};
 use crate::wal::{Wal, WalOptions};
 use consensus::Consensus;
 use msg::Msg;
@@ -373,7 +374,15 @@ async fn reactor_main(id: ReactorId, shared: Arc<Shared>) {
 /// transport when there are other members), then runs the consensus loop.
 /// Runs on reactor 0 before it serves.
 fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
-    let (wal, recovered) = match Wal::open(&shared.wal_dir, shared.wal_options) {
+    let snap_root = shared.wal_dir.parent().map_or_else(|| shared.wal_dir.join("snap"), |m| m.join("snap"));
+    if let Err(e) = std::fs::create_dir_all(&snap_root) {
+        fatal(&format!("cannot create {}: {e}", snap_root.display()));
+    }
+    let snapshot = match snapshots::newest(&snap_root) {
+        Ok(s) => s,
+        Err(e) => fatal(&format!("{e}; refusing to start")),
+    };
+    let (mut wal, recovered) = match Wal::open(&shared.wal_dir, shared.wal_options) {
         Ok(w) => w,
         Err(e) => fatal(&e.to_string()),
     };
@@ -381,12 +390,35 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
         crate::log_warn!("truncated a torn write at the end of the WAL", "file" => file.display().to_string(), "offset" => *offset);
     }
     let commit = recovered.hard_state.commit;
+    let hard_state = recovered.hard_state;
     crate::log_info!(
         "recovered the WAL",
         "entries" => recovered.entries.len(),
         "last-index" => recovered.entries.last().map_or(0, |e| e.index.get()),
         "commit" => commit.get()
     );
+    let mut boot = Boot::from(recovered);
+    let mut snap_index = 0;
+    let commit = match &snapshot {
+        Some((manifest, _, _)) => {
+            snap_index = manifest.index;
+            boot.snapshot = Some(SnapshotMeta {
+                index: RaftIndex(manifest.index),
+                term: Term(manifest.term),
+                membership: manifest.membership.clone(),
+                data: bytes::Bytes::from(manifest.encode()),
+            });
+            if wal.last_index().get() < manifest.index {
+                // Installed from the leader and not yet followed by entries.
+                if let Err(e) = wal.reset_after(RaftIndex(manifest.index)) {
+                    fatal(&e.to_string());
+                }
+            }
+            crate::log_info!("recovered from a snapshot", "snapshot-index" => manifest.index);
+            commit.max(RaftIndex(manifest.index))
+        }
+        None => commit,
+    };
     let voters: Vec<MemberId> = shared.initial_members.iter().map(|(id, _)| *id).collect();
     let config = match RaftConfig::new(shared.member, voters.clone())
         .with_etcd_timing(shared.heartbeat, shared.election_timeout)
@@ -395,7 +427,7 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
         Err(e) => fatal(&e.to_string()),
     };
     let election_tick = config.election_tick;
-    let mut core = match RaftCore::new(config, Boot::from(recovered)) {
+    let mut core = match RaftCore::new(config, boot) {
         Ok(c) => c,
         Err(e) => fatal(&format!("raft: {e}")),
     };
@@ -412,11 +444,17 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
             core.tick();
         }
     }
+    // The shards start from the snapshot, before any entry after it.
+    if let Some((manifest, dir, global)) = snapshot {
+        consensus::install_everywhere(node, manifest, dir, global);
+    }
     // A single member starts its peer transport when a second one is added.
-    let transport = if voters.len() > 1 || shared.join_existing { Some(start_transport(shared)) } else { None };
-    let consensus = Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3);
+    let many = voters.len() > 1 || shared.join_existing || shared.members().members.len() > 1;
+    let transport = if many { Some(start_transport(shared)) } else { None };
+    let consensus =
+        Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3, snap_root, snap_index);
     node.set_consensus(consensus.clone());
-    consensus.start(node.clone(), wal, shared.heartbeat);
+    consensus.start(node.clone(), wal, hard_state, shared.heartbeat);
     // Entries committed before the restart are applied again first.
     node.broadcast(|| Msg::Serve(commit));
 }

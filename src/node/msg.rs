@@ -139,6 +139,20 @@ pub enum Msg {
         /// The batch's changes to its keys, in revision order.
         events: Arc<Vec<Event>>,
     },
+    /// A shard's state was replaced by a snapshot's at revision `upto`:
+    /// the reactor's watches catch up from the store past the gap.
+    WatchResync {
+        /// The shard.
+        shard: ShardId,
+        /// Its revision after the install.
+        upto: i64,
+    },
+    /// To every shard: write your part of a snapshot.
+    Snapshot(Arc<super::snapshots::SnapJob>),
+    /// To every shard: replace your state with a snapshot's.
+    Install(Arc<super::snapshots::Install>),
+    /// To the consensus reactor: a shard wrote its part of a snapshot.
+    SnapshotPart(super::snapshots::PartDone),
     /// A reactor has no watches left: stop feeding it.
     WatchLeave {
         /// The reactor.

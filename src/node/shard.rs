@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::msg::{Committed, ReadError, ReadReply, ReadReq};
+use super::snapshots::{part_name, read_file, write_file, Install, PartDone, SnapJob};
 use crate::apply::command::access_batch;
 use crate::apply::range::read_part;
 use crate::apply::{ApplyError, BatchRun, Exchange, LeaseChange, RangeMap, Reply};
@@ -38,6 +39,10 @@ pub enum Queued {
     Batch(Arc<Committed>),
     /// A new range map, effective between two entries.
     Remap(Arc<RangeMap>),
+    /// Write this shard's part of a snapshot at this point of the log.
+    Snapshot(Arc<SnapJob>),
+    /// Replace the state with a snapshot's (at start, or from the leader).
+    Install(Arc<Install>),
 }
 
 /// The state of one shard, owned by its reactor.
@@ -134,6 +139,12 @@ impl Shard {
         let mut s = self.state.borrow_mut();
         s.received = s.received.max(c.index);
         s.queue.push_back(Queued::Batch(c));
+        self.work.notify();
+    }
+
+    /// Queues a snapshot job or an install after the entries queued so far.
+    pub fn enqueue_item(&self, q: Queued) {
+        self.state.borrow_mut().queue.push_back(q);
         self.work.notify();
     }
 
@@ -350,14 +361,21 @@ pub trait ShardLink {
     fn applied_effects(&self, leases: &[LeaseChange], events: Vec<Event>, rev: i64);
     /// Members' attributes a batch published (shard 0).
     fn on_published(&self, published: Vec<crate::apply::command::Publish>);
+    /// The shard wrote (or failed to write) its part of a snapshot.
+    fn snapshot_part(&self, done: PartDone);
+    /// The shard's state was replaced by a snapshot's at revision `rev`:
+    /// watchers must catch up from the store.
+    fn installed(&self, rev: i64);
 }
 
 /// Applies committed batches (and range map changes) in order, forever.
-pub async fn apply_loop<L: ShardLink>(shard: Rc<Shard>, link: Rc<L>) {
+pub async fn apply_loop<L: ShardLink + 'static>(shard: Rc<Shard>, link: Rc<L>) {
     loop {
         match shard.next_item().await {
             Queued::Batch(c) => apply_batch(&shard, &*link, &c).await,
             Queued::Remap(m) => remap(&shard, &*link, m).await,
+            Queued::Snapshot(job) => write_part(&shard, link.clone(), job),
+            Queued::Install(inst) => install(&shard, &*link, &inst).await,
         }
     }
 }
@@ -437,7 +455,11 @@ async fn remap<L: ShardLink>(shard: &Rc<Shard>, link: &L, new: Arc<RangeMap>) {
     let mut expected = 0;
     for j in shards {
         if let Some((start, end)) = old.moved_range(id, &new, j) {
-            let histories = shard.state.borrow_mut().store.take_range(start, end);
+            let mut s = shard.state.borrow_mut();
+            let histories = s.store.take_range(start, end);
+            // Their leases' key lists move with them.
+            attach_leases(&mut s.leases, &histories, false);
+            drop(s);
             link.transfer(j, new.version(), histories);
         }
         if old.ranges_meet(j, &new, id) {
@@ -447,6 +469,7 @@ async fn remap<L: ShardLink>(shard: &Rc<Shard>, link: &L, new: Arc<RangeMap>) {
     let incoming = shard.transfers(new.version(), expected).await;
     let mut s = shard.state.borrow_mut();
     for histories in incoming {
+        attach_leases(&mut s.leases, &histories, true);
         s.store.insert_histories(histories);
     }
     s.map = new.clone();
@@ -454,6 +477,97 @@ async fn remap<L: ShardLink>(shard: &Rc<Shard>, link: &L, new: Arc<RangeMap>) {
     link.publish(&s);
     drop(s);
     link.map_changed(new);
+}
+
+/// Attaches (or detaches) each history's key to the lease of its newest
+/// version, if that is a live put with a lease.
+fn attach_leases(leases: &mut LeaseTable, histories: &[KeyHistory], attach: bool) {
+    use crate::apply::LeaseState;
+    for h in histories {
+        let lease = h.versions.last().and_then(|v| v.put.as_ref()).map_or(0, |p| p.lease);
+        if lease != 0 {
+            if attach {
+                leases.attach(lease, &h.key);
+            } else {
+                leases.detach(lease, &h.key);
+            }
+        }
+    }
+}
+
+/// Captures this shard's state at the current point of the log (every
+/// key history, in key order) and writes it to its part file in the
+/// background while the shard goes on applying.
+fn write_part<L: ShardLink + 'static>(shard: &Rc<Shard>, link: Rc<L>, job: Arc<SnapJob>) {
+    let (bytes, id, rev, compact_rev, leases) = {
+        let s = shard.state.borrow();
+        let mut bytes = Vec::with_capacity(s.store.size_bytes() as usize + 1024);
+        s.store.histories(b"", End::Unbounded, &mut |h| {
+            crate::snapshot::encode_history(&h, &mut bytes);
+            ControlFlow::Continue(())
+        });
+        (bytes, s.id, s.rev, s.compact_rev, s.leases.all())
+    };
+    monoio::spawn(async move {
+        let name = part_name(id);
+        let result = write_file(&job.dir.join(&name), &name, bytes).await;
+        link.snapshot_part(PartDone { index: job.index, shard: id, result, rev, compact_rev, leases });
+    });
+}
+
+/// Replaces the shard's state with the keys it owns in a snapshot.
+async fn install<L: ShardLink>(shard: &Rc<Shard>, link: &L, inst: &Install) {
+    let (id, map, applied) = {
+        let s = shard.state.borrow();
+        (s.id, s.map.clone(), s.applied)
+    };
+    if applied.get() >= inst.manifest.index {
+        // Already past it (the entries it covers were applied here).
+        return;
+    }
+    let mut store = MemStore::default();
+    let mut leases = LeaseTable::default();
+    {
+        use crate::apply::LeaseState;
+        for &(lease, ttl) in &inst.global.leases {
+            leases.grant(lease, ttl);
+        }
+    }
+    for f in inst.manifest.files.iter().filter(|f| f.name.starts_with("part-")) {
+        let mut dec = crate::snapshot::PartDecoder::default();
+        let mut mine = Vec::new();
+        let read = read_file(&inst.dir, f, &mut |chunk| {
+            dec.push(chunk);
+            while let Some(h) = dec.next_history()? {
+                if map.owner(&h.key) == id {
+                    mine.push(h);
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = read.and_then(|()| dec.finish().map_err(|e| format!("snapshot file {}: {e}", f.name))) {
+            fatal(&format!("cannot install snapshot {}: {e}", inst.manifest.index));
+        }
+        attach_leases(&mut leases, &mine, true);
+        store.insert_histories(mine);
+    }
+    if inst.global.compact_rev > 0 {
+        store.begin_compact(inst.global.compact_rev);
+    }
+    let index = RaftIndex(inst.manifest.index);
+    let mut s = shard.state.borrow_mut();
+    s.store = store;
+    s.leases = leases;
+    s.rev = inst.global.rev;
+    s.compact_rev = inst.global.compact_rev;
+    s.applied = s.applied.max(index);
+    s.received = s.received.max(index);
+    s.wake_waiters();
+    link.publish(&s);
+    drop(s);
+    link.installed(inst.global.rev);
+    shard.compact.notify();
 }
 
 fn release_deferred<L: ShardLink + ?Sized>(s: &mut ShardState, link: &L) {

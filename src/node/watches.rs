@@ -194,7 +194,9 @@ impl WatchSession for Session {
     }
 
     fn cancel(&self, id: i64) {
-        self.node.local().hub.borrow_mut().cancel(self.stream, id);
+        use crate::api::backend::Backend;
+        let current = self.node.status().revision;
+        self.node.local().hub.borrow_mut().cancel(self.stream, id, current);
         self.node.pump();
     }
 

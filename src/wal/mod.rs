@@ -59,11 +59,11 @@
 //! |--------|------|--------------------------------------------------------------|
 //! | 0      | 4    | length: 48 + payload bytes (0 = nothing written here)        |
 //! | 4      | 4    | CRC32C of bytes 0..4 and 8..length                           |
-//! | 8      | 1    | kind: 1 entry, 2 hard state, 3 write end                     |
+//! | 8      | 1    | kind: 1 entry, 2 hard state, 3 write end, 4 log start        |
 //! | 9      | 1    | entry kind: 0 normal, 1 conf change, 2 conf change v2        |
 //! | 10     | 6    | zero                                                         |
 //! | 16     | 8    | write sequence: which flush wrote it (1, 2, ...)             |
-//! | 24     | 8    | entry: index;  hard state: term                              |
+//! | 24     | 8    | entry: index;  hard state: term;  log start: index           |
 //! | 32     | 8    | entry: term;   hard state: vote                              |
 //! | 40     | 8    | entry: zero;   hard state: commit                            |
 //! | 48     | n    | payload (entry data; empty for the other kinds)              |
@@ -86,6 +86,17 @@
 //!
 //! An entry whose index is at or below the last index replaces the log from
 //! that index on (Raft's truncation); recovery replays this.
+//!
+//! # Snapshots: releasing segments, restarting the log
+//!
+//! Once a snapshot up to index `i` is durable elsewhere, `release_through(i)`
+//! deletes the oldest segments whose entries are all at or below `i` (a
+//! segment goes when the next one's header says it starts at or before
+//! `i + 1`). Recovery then starts at the first segment left: its header's
+//! first index tells where the log starts (`Recovered::base`). When a
+//! snapshot from the leader replaces the log, `reset_after(i)` writes a
+//! log-start record: recovery drops every entry before it and the next
+//! entry must be `i + 1`.
 //!
 //! # Recovery
 //!

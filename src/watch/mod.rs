@@ -205,6 +205,10 @@ pub struct Hub {
     joining: bool,
     /// The highest join revision of the join under way.
     join_rev: i64,
+    /// A shard's state jumped to this revision (a snapshot was installed):
+    /// changes up to it were never fed, so live watches catch up from the
+    /// store once the watermark passes the revisions they had.
+    resync_upto: i64,
     watches: HashMap<WatchKey, Watch>,
     index: Index<WatchKey>,
     streams: HashMap<StreamId, Stream>,
@@ -221,6 +225,7 @@ impl Hub {
             released: 0,
             joining: false,
             join_rev: 0,
+            resync_upto: 0,
             watches: HashMap::new(),
             index: Index::default(),
             streams: HashMap::new(),
@@ -349,7 +354,9 @@ impl Hub {
     }
 
     /// Cancels a watch; nothing happens for an unknown ID, as in etcd.
-    pub fn cancel(&mut self, stream: StreamId, id: i64) {
+    /// `current` is the store's revision now, which etcd's cancel answer
+    /// carries (the watermark may be a batch behind it).
+    pub fn cancel(&mut self, stream: StreamId, id: i64, current: i64) {
         let key = WatchKey { stream, id };
         if self.watches.remove(&key).is_some() {
             self.index.remove(key);
@@ -357,7 +364,7 @@ impl Hub {
                 s.watches.remove(&id);
             }
             self.queries.retain(|q| q.watch != key);
-            let revision = self.released;
+            let revision = self.released.max(current);
             self.push(stream, Out::Canceled { id, revision, compact_revision: 0 });
         }
     }
@@ -399,9 +406,40 @@ impl Hub {
         self.release();
     }
 
+    /// Shard `shard` replaced its state with a snapshot's at revision
+    /// `upto`: the changes before it were never fed to this hub.
+    pub fn resync(&mut self, shard: usize, upto: i64) {
+        if self.marks[shard].is_none() {
+            return;
+        }
+        self.marks[shard] = Some(upto);
+        self.resync_upto = self.resync_upto.max(upto);
+        self.release();
+    }
+
     fn release(&mut self) {
         let Some(m) = self.marks.iter().map(|m| m.unwrap_or(i64::MIN)).min() else { return };
         if m <= self.released {
+            return;
+        }
+        if self.resync_upto > self.released {
+            // Some of the changes up to `m` were never fed: every live
+            // watch reads them from the store instead (the shards hold
+            // them: each has reached `m`).
+            for q in &mut self.feeds {
+                while q.front().is_some_and(|(upto, _)| *upto <= m) {
+                    q.pop_front();
+                }
+            }
+            self.released = m;
+            if self.resync_upto <= m {
+                self.resync_upto = 0;
+            }
+            let keys: Vec<WatchKey> =
+                self.watches.iter().filter(|(_, w)| w.phase == Phase::Live).map(|(k, _)| *k).collect();
+            for k in keys {
+                self.advance(k);
+            }
             return;
         }
         let mut ready: Vec<&Event> = Vec::new();

@@ -93,8 +93,8 @@ fn watches_get_only_their_range_and_filters_and_ids_follow_etcd() {
         events(&drain(&mut h, 1)),
         vec![(0, vec![("/a/x".into(), 2)]), (1, vec![("/b/y".into(), 3)]), (7, vec![("/b/y".into(), 3)])]
     );
-    h.cancel(1, 7);
-    h.cancel(1, 99);
+    h.cancel(1, 7, 0);
+    h.cancel(1, 99, 0);
     assert_eq!(drain(&mut h, 1), vec![Out::Canceled { id: 7, revision: 3, compact_revision: 0 }]);
 }
 
@@ -206,4 +206,38 @@ fn without_a_join_under_way_feeds_of_unjoined_shards_are_dropped() {
     assert_eq!(drain(&mut h, 1), vec![Out::Created { id: 0, revision: 5 }]);
     h.feed(0, 8, Arc::new(vec![put("/b", 8, 0)]));
     assert_eq!(events(&drain(&mut h, 1)), vec![(0, vec![("/b".into(), 8)])]);
+}
+
+#[test]
+fn after_a_shard_installed_a_snapshot_live_watches_catch_up_from_the_store() {
+    let mut h = joined(2, 5);
+    h.create(1, prefix("/", 0));
+    drain(&mut h, 1);
+    // Shard 1 jumps from 5 to 9 (a snapshot); shard 0 reaches 9 normally.
+    h.resync(1, 9);
+    h.feed(0, 7, Arc::new(vec![put("/a", 7, 0)]));
+    assert!(drain(&mut h, 1).is_empty());
+    h.feed(0, 9, Arc::new(vec![]));
+    // The gap is read from the store, in windows, up to 9.
+    let store = [put("/a", 7, 0), put("/z", 8, 0)];
+    let mut windows = Vec::new();
+    loop {
+        let qs = h.take_queries();
+        if qs.is_empty() {
+            break;
+        }
+        for q in qs {
+            windows.push((q.from, q.to));
+            let answer = store.iter().filter(|e| e.rev.main >= q.from && e.rev.main <= q.to).cloned().collect();
+            h.history(&q, Ok(answer));
+        }
+    }
+    assert_eq!(windows.first().map(|w| w.0), Some(6));
+    assert_eq!(windows.last().map(|w| w.1), Some(9));
+    let got: Vec<(String, i64)> = events(&drain(&mut h, 1)).into_iter().flat_map(|(_, e)| e).collect();
+    assert_eq!(got, vec![("/a".into(), 7), ("/z".into(), 8)]);
+    // Then live again.
+    h.feed(0, 10, Arc::new(vec![put("/b", 10, 0)]));
+    h.feed(1, 10, Arc::new(vec![]));
+    assert_eq!(events(&drain(&mut h, 1)), vec![(0, vec![("/b".into(), 10)])]);
 }
