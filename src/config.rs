@@ -233,6 +233,8 @@ pub struct Config {
     /// `--cores`: reactors to run (default: the CPUs in this process's
     /// affinity mask).
     pub cores: usize,
+    /// `--learner-auto-promote`: the leader promotes learners once in sync.
+    pub learner_auto_promote: bool,
     /// `--wal-buffered-io`: buffered WAL writes where O_DIRECT is refused.
     pub wal_buffered_io: bool,
     /// `--config-file`, when the settings came from one.
@@ -555,6 +557,7 @@ fn build(s: &Settings, config_file: Option<PathBuf>, mut notes: Vec<Note>) -> Re
         warning_unary_request_duration: s.duration("experimental-warning-unary-request-duration"),
         cores,
         wal_buffered_io: s.bool("wal-buffered-io"),
+        learner_auto_promote: s.bool("learner-auto-promote"),
         config_file,
         notices,
     })

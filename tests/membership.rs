@@ -105,6 +105,16 @@ async fn leader_of(members: &[&Server]) -> u64 {
     }
 }
 
+/// Waits until `s` has applied its promotion.
+async fn wait_voter(s: &Server) {
+    let mut c = connect(s).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.status().await.expect("status").is_learner() {
+        assert!(Instant::now() < deadline, "the promotion never reached the member");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn put_keys(s: &Server, prefix: &str, range: std::ops::Range<usize>) {
     let mut c = connect(s).await;
     for i in range {
@@ -198,7 +208,7 @@ async fn a_learner_joins_catches_up_is_promoted_and_replaces_a_removed_member() 
             }
         }
     }
-    assert!(!connect(&members[3]).await.status().await.expect("status").is_learner());
+    wait_voter(&members[3]).await;
     put_keys(&members[3], "/k/", 300..350).await;
 
     // Remove an original member: it stops by itself; the rest serve.
@@ -292,12 +302,8 @@ async fn a_single_member_grows_into_a_cluster_of_two_voters() {
     }
     // Two voters: writes need both, and both serve linearizable reads
     // (once the promoted member applied its promotion).
+    wait_voter(&members[1]).await;
     let mut b = connect(&members[1]).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while b.status().await.expect("status").is_learner() {
-        assert!(Instant::now() < deadline, "the promotion never reached the new member");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     put_keys(&members[1], "/s/", 50..60).await;
     assert_eq!(b.get("/s/00055", None).await.expect("get").kvs().len(), 1);
     members[0].restart();
@@ -305,4 +311,37 @@ async fn a_single_member_grows_into_a_cluster_of_two_voters() {
     leader_of(&all).await;
     put_keys(&members[0], "/s/", 60..70).await;
     converged(&all, "/s/", 70).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_learner_auto_promote_a_learner_that_caught_up_becomes_a_voter() {
+    let token = "auto";
+    let mut members: Vec<Server> = (0..2).map(|i| Server::prepare(Kind::Corekv, &format!("auto-{i}"), &[])).collect();
+    let url = |s: &Server| format!("http://{}", s.peer_addr());
+    let initial = format!("a={}", url(&members[0]));
+    let first = member_flags(&members[0], "a", &initial, "new", token, &["--learner-auto-promote"]);
+    launch(&mut members[0], &first);
+    put_keys(&members[0], "/p/", 0..20).await;
+    let mut c = connect(&members[0]).await;
+    let added = c.member_add([url(&members[1])], Some(MemberAddOptions::new().with_is_learner())).await.expect("add");
+    assert!(added.member().expect("member").is_learner());
+    // Not started: not in sync, so it stays a learner.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list = c.member_list().await.expect("list");
+    assert!(list.members().iter().any(|m| m.is_learner()), "promoted before it caught up: {list:?}");
+    let both = format!("{initial},b={}", url(&members[1]));
+    let second = member_flags(&members[1], "b", &both, "existing", token, &[]);
+    launch(&mut members[1], &second);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = c.member_list().await.expect("list");
+        if list.members().len() == 2 && list.members().iter().all(|m| !m.is_learner()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never promoted: {list:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    put_keys(&members[1], "/p/", 20..30).await;
+    let all: Vec<&Server> = members.iter().collect();
+    converged(&all, "/p/", 30).await;
 }

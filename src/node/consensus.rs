@@ -95,6 +95,8 @@ pub struct Consensus {
     next_op: Cell<u64>,
     /// This member was removed and is stopping.
     stopping: Cell<bool>,
+    /// The learner last promoted by `--learner-auto-promote`, and when.
+    auto_promoted: Cell<Option<(MemberId, Instant)>>,
     /// Snapshots: the newest on disk, the one being made.
     snap: RefCell<SnapState>,
     parts_ready: Notify,
@@ -159,6 +161,7 @@ impl Consensus {
             op_waits: RefCell::new(HashMap::new()),
             next_op: Cell::new(0),
             stopping: Cell::new(false),
+            auto_promoted: Cell::new(None),
         })
     }
 
@@ -445,6 +448,31 @@ impl Consensus {
     /// at a time (Raft takes one configuration change at a time).
     fn propose_ops(&self, node: &NodeHandle) {
         let shared = node.shared();
+        if shared.learner_auto_promote && self.ops.borrow().is_empty() {
+            // etcd#15107: promote a learner as soon as it is in sync (the
+            // plan below refuses it until then, quietly: request 0 has no
+            // waiter).
+            let core = self.core.borrow();
+            if core.role() == Role::Leader {
+                let leader_index = core.last_index().get();
+                for id in core.membership().learners {
+                    let matched = core.matched(id).map_or(0, |i| i.get());
+                    let recent =
+                        self.auto_promoted.get().is_some_and(|(m, at)| m == id && at.elapsed() < self.leader_wait);
+                    if !recent && matched as f64 >= leader_index as f64 * members::PROMOTE_READY_SHARE {
+                        self.auto_promoted.set(Some((id, Instant::now())));
+                        let op = MemberOp::Promote { id };
+                        self.ops.borrow_mut().push_back(QueuedOp {
+                            origin: shared.member,
+                            request: 0,
+                            op,
+                            since: Instant::now(),
+                        });
+                        crate::log_info!("promoting a learner that caught up", "member" => id);
+                    }
+                }
+            }
+        }
         let timeout = shared.request_timeout;
         loop {
             let Some(q) = self.ops.borrow_mut().pop_front() else { return };

@@ -129,6 +129,8 @@ pub struct Shared {
     members: Mutex<members::MemberTable>,
     /// `--snapshot-count`: applied entries between snapshots.
     snapshot_count: u64,
+    /// `--learner-auto-promote`.
+    learner_auto_promote: bool,
     /// This member's `--advertise-client-urls`.
     client_urls: Vec<String>,
     /// Where this member's peer transport listens (UDP).
@@ -249,6 +251,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         join_existing: config.initial_cluster_state == crate::config::ClusterState::Existing,
         learner: std::sync::atomic::AtomicBool::new(false),
         snapshot_count: config.snapshot_count.max(1),
+        learner_auto_promote: config.learner_auto_promote,
         boot: boot_number(),
         shards: n,
         wal_dir,
