@@ -93,10 +93,25 @@ impl Cursor {
         self.direction
     }
 
+    /// The entry the last `next` yielded, read again from the leaf the
+    /// cursor holds, without moving (`None` before the first `next` and
+    /// past the end). Lets a caller step with `next` without keeping its
+    /// borrow alive across the next step. If the tree was mutated since,
+    /// this is the entry as it was (the old leaf is still held).
+    pub fn current(&self) -> Result<Option<Entry<'_>>, Error> {
+        match &self.state {
+            State::At { stack, .. } => entry_at(stack).map(Some),
+            State::Seek(_) | State::Done => Ok(None),
+        }
+    }
+
     /// The next entry, or `None` past the end. On error the position is
     /// unchanged, so the call can be retried (after loading a missed page).
     pub fn next<S: PageStore + ?Sized>(&mut self, tree: &Tree, store: &S) -> Result<Option<Entry<'_>>, Error> {
         tree.check_usable()?;
+        if self.step_in_leaf(tree)? {
+            return self.current();
+        }
         let moved = match &self.state {
             State::Done => return Ok(None),
             State::Seek(from) => seek(tree, store, self.direction, bound_ref(from))?,
@@ -119,6 +134,33 @@ impl Cursor {
             State::At { stack, .. } => entry_at(stack).map(Some),
             _ => Ok(None),
         }
+    }
+}
+
+impl Cursor {
+    /// The common step: the next entry is in the current leaf, so the
+    /// cursor moves in place (no read, so no miss; no copy of the path).
+    /// Returns false, having changed nothing, when the step leaves the
+    /// leaf or the tree changed since the last call.
+    fn step_in_leaf(&mut self, tree: &Tree) -> Result<bool, Error> {
+        let State::At { stack, generation } = &mut self.state else { return Ok(false) };
+        let Some(leaf) = stack.last_mut().filter(|_| *generation == tree.generation) else { return Ok(false) };
+        let next = {
+            let node = leaf.node()?;
+            let next = match self.direction {
+                Direction::Forward => leaf.index.checked_add(1).filter(|&i| i < node.count()),
+                Direction::Backward => leaf.index.checked_sub(1).filter(|&i| i < node.count()),
+            };
+            // Checked before moving, so an error leaves the position as it was.
+            if let Some(i) = next {
+                node.key(i)?;
+                node.value(i)?;
+            }
+            next
+        };
+        let Some(index) = next else { return Ok(false) };
+        leaf.index = index;
+        Ok(true)
     }
 }
 

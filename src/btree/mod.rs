@@ -29,7 +29,8 @@
 //! safe, mutations read everything they need before changing anything (see
 //! write.rs), and a `Cursor` keeps its position across a miss. A caller that
 //! wants fewer round trips can prefetch: `Tree::overflow_pages` lists every
-//! page of a large value. This keeps the tree sans-IO (like raft-rs's
+//! page of a large value, and `Tree::missing_pages` lists every page a
+//! range read needs that the store misses (one round of loads per level). This keeps the tree sans-IO (like raft-rs's
 //! `RawNode`) instead of threading `async` through the algorithms, and it
 //! keeps the page logic testable with a fake disk.
 //!
@@ -126,6 +127,7 @@ mod meta;
 mod node;
 mod overflow;
 mod page;
+mod prefetch;
 mod store;
 mod tree;
 mod verify;

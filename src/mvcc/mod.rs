@@ -9,11 +9,15 @@
 //! the revision is neither compacted nor in the future is the caller's job
 //! (the caller holds the global revision counters, the store only its keys).
 //!
-//! `MvccStore` is the boundary the storage-engine issue's B+tree implements;
-//! `MemStore` is the in-memory implementation used until then.
+//! `MvccStore` is the boundary both implementations share: `MemStore` keeps
+//! every version in memory; `DiskStore` (disk/) keeps them in a B+tree file
+//! behind a page cache, with checkpoints, and has the same observable
+//! semantics (its tests compare the two).
 
+pub mod disk;
 mod memory;
 
+pub use disk::DiskStore;
 pub use memory::MemStore;
 
 use std::ops::ControlFlow;

@@ -115,3 +115,74 @@ fn operations_that_miss_change_nothing_and_succeed_after_loading() {
         assert_matches(&tree, &store, &model);
     });
 }
+
+/// Loads what `missing_pages` lists until it lists nothing; returns the
+/// number of rounds.
+fn plan_and_load(tree: &Tree, store: &mut MissStore, from: Bound<&[u8]>, to: Bound<&[u8]>, values: bool) -> usize {
+    for round in 0..64 {
+        let mut out = Vec::new();
+        tree.missing_pages(&*store, from, to, values, usize::MAX, &mut out).unwrap();
+        if out.is_empty() {
+            return round;
+        }
+        out.into_iter().for_each(|id| store.load(id));
+    }
+    panic!("planning never converged");
+}
+
+/// The entries from `cursor` until `stop` (excluded going forward,
+/// included going backward stops below it), values read if `values`; any
+/// miss fails the test.
+fn planned_read(tree: &Tree, store: &MissStore, mut cursor: Cursor, stop: &[u8], values: bool) -> Pairs {
+    let forward = cursor.direction() == crate::btree::Direction::Forward;
+    let mut got = Vec::new();
+    while let Some(e) = cursor.next(tree, store).unwrap_or_else(|e| panic!("planned read: {e}")) {
+        if (forward && e.key >= stop) || (!forward && e.key < stop) {
+            break;
+        }
+        let mut bytes = Vec::new();
+        if values {
+            tree.read_value(store, e.value, &mut bytes).unwrap();
+        }
+        got.push((e.key.to_vec(), bytes));
+    }
+    got
+}
+
+#[test]
+fn missing_pages_lists_everything_a_range_read_needs_one_level_per_round() {
+    for_seeds("missing_pages", 4, |seed| {
+        let mut rng = Rng::new(seed);
+        let mut inner = MemStore::new();
+        let mut tree = Tree::create(&mut inner).unwrap();
+        let mut model = Model::new();
+        let mut counter = 0;
+        for _ in 0..4000 {
+            let key = random_key(&mut rng, &mut counter);
+            let value = random_value(&mut rng);
+            tree.insert(&inner, &key, &value).unwrap();
+            model.insert(key, value);
+        }
+        tree.checkpoint(&mut inner, b"").unwrap();
+        let mut store = MissStore { inner, resident: HashSet::new(), misses: 0 };
+        let tree = retry(&mut store, Tree::open);
+        let mut entries_read = 0;
+        for _ in 0..20 {
+            store.resident.clear();
+            let (a, b) = (random_key(&mut rng, &mut counter), random_key(&mut rng, &mut counter));
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let values = rng.percent(70);
+            let rounds = plan_and_load(&tree, &mut store, Bound::Included(&lo), Bound::Excluded(&hi), values);
+            assert!(rounds <= 8, "{rounds} rounds");
+            let got = planned_read(&tree, &store, Cursor::forward(Bound::Included(&lo)), &hi, values);
+            let mut backward = planned_read(&tree, &store, Cursor::backward(Bound::Excluded(&hi)), &lo, values);
+            backward.reverse();
+            assert!(backward == got, "backward planned read differs");
+            entries_read += got.len();
+            let expected = model.range(lo.clone()..hi.clone());
+            let expected = expected.map(|(k, v)| (k.clone(), if values { v.clone() } else { Vec::new() }));
+            assert!(got.into_iter().eq(expected), "planned read differs from the model");
+        }
+        assert!(entries_read > 100, "ranges too small to test anything: {entries_read} entries");
+    });
+}

@@ -325,3 +325,25 @@ fn draining_a_deep_tree_merges_and_collapses_it_to_empty() {
         assert_eq!(tree.verify(&store).unwrap().depth, 0);
     });
 }
+
+#[test]
+fn cursor_current_rereads_the_entry_it_stands_on_in_both_directions() {
+    let mut store = MemStore::new();
+    let mut tree = Tree::create(&mut store).unwrap();
+    for i in 0..3000u32 {
+        tree.insert(&store, &i.to_be_bytes(), &i.to_le_bytes()).unwrap();
+    }
+    for mut cursor in [Cursor::forward(Bound::Unbounded), Cursor::backward(Bound::Unbounded)] {
+        assert!(cursor.current().unwrap().is_none(), "not positioned yet");
+        let mut seen = 0;
+        while let Some(key) = cursor.next(&tree, &store).unwrap().map(|e| e.key.to_vec()) {
+            let current = cursor.current().unwrap().unwrap();
+            assert_eq!(current.key, &key[..]);
+            let n = u32::from_be_bytes(key.try_into().unwrap());
+            assert_eq!(current.value, crate::btree::Value::Inline(&n.to_le_bytes()));
+            seen += 1;
+        }
+        assert_eq!(seen, 3000);
+        assert!(cursor.current().unwrap().is_none(), "past the end");
+    }
+}
