@@ -237,6 +237,9 @@ pub struct Config {
     pub learner_auto_promote: bool,
     /// `--wal-buffered-io`: buffered WAL writes where O_DIRECT is refused.
     pub wal_buffered_io: bool,
+    /// `--page-cache-bytes`: each reactor's page cache budget (0: a
+    /// quarter of the machine's memory over the reactors).
+    pub page_cache_bytes: u64,
     /// `--config-file`, when the settings came from one.
     pub config_file: Option<PathBuf>,
     /// Lines to log once the logger is up; see [`Config::log_notices`].
@@ -557,6 +560,7 @@ fn build(s: &Settings, config_file: Option<PathBuf>, mut notes: Vec<Note>) -> Re
         warning_unary_request_duration: s.duration("experimental-warning-unary-request-duration"),
         cores,
         wal_buffered_io: s.bool("wal-buffered-io"),
+        page_cache_bytes: s.uint("page-cache-bytes"),
         learner_auto_promote: s.bool("learner-auto-promote"),
         config_file,
         notices,

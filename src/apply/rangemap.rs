@@ -46,6 +46,13 @@ impl RangeMap {
         RangeMap { splits, version: 0 }
     }
 
+    /// A map read back from a checkpoint record, which checked that the
+    /// split points ascend and are non-empty.
+    pub fn restored(splits: Vec<Vec<u8>>, version: u64) -> RangeMap {
+        debug_assert!(splits.windows(2).all(|w| w[0] < w[1]) && splits.iter().all(|s| !s.is_empty()));
+        RangeMap { splits, version }
+    }
+
     /// The next version of this map, with split point `i` moved to `key`,
     /// or `None` if `key` does not lie strictly between its neighbours.
     pub fn with_split(&self, i: usize, key: Vec<u8>) -> Option<RangeMap> {

@@ -196,6 +196,7 @@ pub(super) const SECTIONS: &[(&str, &[Flag])] = &[
     ("corekv", &[
         shown("cores", Uint, "0", "all CPUs in the affinity mask", "Number of reactors (one pinned thread per core)."),
         f("wal-buffered-io", Bool, "false", "Write the WAL with buffered I/O when the file system refuses O_DIRECT (e.g. tmpfs)."),
+        shown("page-cache-bytes", Uint, "0", "a quarter of RAM over the reactors", "Memory each reactor's page cache over its store file may hold."),
         f("learner-auto-promote", Bool, "false", "The leader promotes a learner to voter once its log is in sync (etcd#15107)."),
     ]),
     ("Other", &[

@@ -15,6 +15,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +26,7 @@ use super::msg::{Committed, Msg};
 use super::sequencer::Proposals;
 use super::shard::fatal;
 use super::snapshots::{self, sync_dir, write_file, Global, Install, PartDone, SnapJob, GLOBAL_FILE, MANIFEST_FILE};
+use super::stores::{Stores, STORES_FILE};
 use crate::api::backend::ClusterError;
 use crate::apply::command::{access_batch, aligned_copy, encode_batch, Batch, Item};
 use crate::apply::{ApplyError, Reply};
@@ -46,6 +48,11 @@ const READS_PER_ROUND_MAX: usize = 4096;
 const FORWARD_BATCH: u8 = 0;
 /// A membership request for the leader ([`encode_member_request`]).
 const FORWARD_MEMBER: u8 = 1;
+/// Dirty pages any one shard may hold before a checkpoint is made
+/// without waiting for `--snapshot-count` (64 MiB: bounds the memory the
+/// tree holds unwritten, and the work of one checkpoint).
+const DIRTY_PAGES_CHECKPOINT: u64 = 16 * 1024;
+
 /// The leader refused a forwarded membership request.
 const FORWARD_MEMBER_REFUSED: u8 = 2;
 
@@ -119,6 +126,10 @@ struct SnapState {
     root: PathBuf,
     /// The index of the newest snapshot on disk (0: none).
     last: u64,
+    /// Whether it has parts (can be sent to a member).
+    sendable: bool,
+    /// Shards that committed the checkpoint of the snapshot being made.
+    committed: usize,
     /// The index of the snapshot being made.
     making: Option<u64>,
     /// The parts the shards reported for it.
@@ -136,6 +147,7 @@ impl Consensus {
         leader_wait: Duration,
         snap_root: PathBuf,
         snap_index: u64,
+        snap_sendable: bool,
     ) -> Rc<Consensus> {
         Rc::new(Consensus {
             core: RefCell::new(core),
@@ -144,7 +156,7 @@ impl Consensus {
             ticks: Cell::new(0),
             persisted: Cell::new(0),
             jobs: RefCell::new(VecDeque::new()),
-            snap: RefCell::new(SnapState { root: snap_root, last: snap_index, ..SnapState::default() }),
+            snap: RefCell::new(SnapState { root: snap_root, last: snap_index, sendable: snap_sendable, ..SnapState::default() }),
             parts_ready: Notify::default(),
             snap_in: RefCell::new(VecDeque::new()),
             snap_in_ready: Notify::default(),
@@ -770,16 +782,19 @@ impl Consensus {
     }
 
     /// Starts a snapshot at the last handed-out entry when `--snapshot-count`
-    /// entries were applied since the last one, or a follower needs one.
+    /// entries were applied since the last one, a shard holds many dirty
+    /// pages, or a member needs one (then with parts to send).
     fn maybe_snapshot(self: &Rc<Self>, node: &NodeHandle, wanted: bool) {
-        let (index, term) = {
+        let (index, term, parts) = {
             let snap = self.snap.borrow();
             let (index, term) = snap.handed;
-            let due = index >= snap.last + node.shared().snapshot_count || (wanted && index > snap.last);
+            let dirty = node.shared().stats.dirty.iter().any(|d| d.load(Ordering::Relaxed) > DIRTY_PAGES_CHECKPOINT);
+            let send = wanted && (index > snap.last || !snap.sendable);
+            let due = index >= snap.last + node.shared().snapshot_count || (dirty && index > snap.last) || send;
             if snap.making.is_some() || !due || index == 0 {
                 return;
             }
-            (index, term)
+            (index, term, wanted)
         };
         let root = self.snap.borrow().root.clone();
         let tmp = root.join(format!("{index:016x}.tmp"));
@@ -792,17 +807,19 @@ impl Consensus {
             let mut snap = self.snap.borrow_mut();
             snap.making = Some(index);
             snap.parts.clear();
+            snap.committed = 0;
         }
         // Conf changes up to `index` are applied: this is the table and the
         // configuration at `index`.
         let membership = self.core.borrow().membership();
         let members = node.shared().members().clone();
-        let job = std::sync::Arc::new(SnapJob { index, dir: tmp.clone() });
+        let job = std::sync::Arc::new(SnapJob { index, dir: tmp.clone(), parts });
         node.broadcast(|| Msg::Snapshot(job.clone()));
-        monoio::spawn(self.clone().finish_snapshot(node.clone(), index, term, membership, members, tmp));
+        monoio::spawn(self.clone().finish_snapshot(node.clone(), index, term, parts, membership, members, tmp));
     }
 
-    /// A shard reported its part of the snapshot being made.
+    /// A shard reported its prepared checkpoint (and part) of the snapshot
+    /// being made.
     pub fn part_done(&self, done: PartDone) {
         let mut snap = self.snap.borrow_mut();
         if snap.making == Some(done.index) {
@@ -811,13 +828,28 @@ impl Consensus {
         }
     }
 
-    /// Waits for every shard's part, writes `global` and the manifest,
-    /// makes the directory the newest snapshot, then compacts the log.
+    /// A shard committed its checkpoint of the snapshot being made.
+    pub fn checkpoint_committed(&self, index: u64) {
+        let mut snap = self.snap.borrow_mut();
+        if snap.making == Some(index) {
+            snap.committed += 1;
+            self.parts_ready.notify();
+        }
+    }
+
+    /// Waits for every shard's prepared checkpoint (and part), writes
+    /// `global`, the manifest and the `stores` record, makes the directory
+    /// the newest snapshot (the decision), has the shards commit, then
+    /// compacts the log and releases the WAL. Once shards have prepared,
+    /// a failure here stops the node (their checkpoints cannot be
+    /// abandoned; a restart recovers from the last decision).
+    #[allow(clippy::too_many_arguments)]
     async fn finish_snapshot(
         self: Rc<Self>,
         node: NodeHandle,
         index: u64,
         term: u64,
+        sendable: bool,
         membership: Membership,
         members: members::MemberTable,
         tmp: PathBuf,
@@ -835,38 +867,51 @@ impl Consensus {
         let result: Result<(Manifest, u64), String> = async {
             let mut files = Vec::new();
             for p in &parts {
-                files.push(p.result.clone()?);
+                if let Some(r) = &p.result {
+                    files.push(r.clone()?);
+                }
             }
             let first = &parts[0];
+            if parts.iter().any(|p| p.map != first.map) {
+                return Err("the shards held different range maps at one log index".to_string());
+            }
             let global =
                 Global { rev: first.rev, compact_rev: first.compact_rev, leases: first.leases.clone(), members };
             files.push(write_file(&tmp.join(GLOBAL_FILE), GLOBAL_FILE, global.encode()).await?);
             let bytes: u64 = files.iter().map(|f| f.bytes).sum();
             let manifest = Manifest { index, term, membership, files };
             write_file(&tmp.join(MANIFEST_FILE), MANIFEST_FILE, manifest.encode()).await?;
+            let record = Stores {
+                index,
+                map_version: first.map.0,
+                splits: first.map.1.clone(),
+                shards: parts.iter().map(|p| p.prepared.clone()).collect(),
+            };
+            write_file(&tmp.join(STORES_FILE), STORES_FILE, record.encode()).await?;
             sync_dir(&tmp)?;
             let root = self.snap.borrow().root.clone();
-            let dir = snapshots::dir_of(&root, index);
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&tmp, &dir).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
-            sync_dir(&root)?;
+            snapshots::put_in_place(&root, &tmp, index)?;
             Ok((manifest, bytes))
         }
         .await;
-        let done = match result {
+        let (manifest, bytes) = match result {
             Ok(d) => d,
-            Err(e) => {
-                crate::log_warn!("cannot make a snapshot", "index" => index, "error" => e);
-                let _ = std::fs::remove_dir_all(&tmp);
-                self.snap.borrow_mut().making = None;
-                return;
-            }
+            Err(e) => fatal(&format!("cannot make the snapshot at index {index}: {e}")),
         };
-        let (manifest, bytes) = done;
+        node.broadcast(|| Msg::CheckpointCommit(index));
+        loop {
+            if self.snap.borrow().committed >= shards {
+                break;
+            }
+            self.parts_ready.notified().await;
+        }
         {
             let mut core = self.core.borrow_mut();
-            if index > core.compacted_index().get() {
-                if let Err(e) = core.compact_to(RaftIndex(index), Bytes::from(manifest.encode())) {
+            if index >= core.compacted_index().get() {
+                // A snapshot without parts cannot be sent: Raft asks for
+                // one with parts when a member needs it.
+                let data = if sendable { Bytes::from(manifest.encode()) } else { Bytes::new() };
+                if let Err(e) = core.compact_to(RaftIndex(index), data) {
                     crate::log_warn!("cannot compact the raft log", "index" => index, "error" => e.to_string());
                 }
             }
@@ -875,6 +920,7 @@ impl Consensus {
             let mut snap = self.snap.borrow_mut();
             snap.making = None;
             snap.last = snap.last.max(index);
+            snap.sendable = sendable;
             snapshots::prune(&snap.root);
         }
         self.jobs.borrow_mut().push_back(Job::Release(RaftIndex(index)));
@@ -882,6 +928,7 @@ impl Consensus {
         crate::log_info!(
             "saved snapshot",
             "snapshot-index" => index,
+            "parts" => sendable,
             "bytes" => bytes,
             "took" => format!("{:?}", started.elapsed())
         );
@@ -1021,6 +1068,12 @@ impl Consensus {
         if msg.get_snapshot().get_metadata().index != index {
             return Err("the manifest's index is not the snapshot's".into());
         }
+        let known = |name: &str| {
+            name == GLOBAL_FILE || name.strip_prefix("part-").is_some_and(|n| n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        if let Some(f) = manifest.files.iter().find(|f| !known(&f.name)) {
+            return Err(format!("the manifest names an unexpected file {:?}", f.name));
+        }
         let root = self.snap.borrow().root.clone();
         let dir = snapshots::dir_of(&root, index);
         if recv.is_none() && dir.join(MANIFEST_FILE).exists() {
@@ -1058,9 +1111,7 @@ impl Consensus {
         }
         write_file(&recv.dir.join(MANIFEST_FILE), MANIFEST_FILE, manifest.encode()).await?;
         sync_dir(&recv.dir)?;
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&recv.dir, &dir).map_err(|e| format!("cannot rename {}: {e}", recv.dir.display()))?;
-        sync_dir(&root)?;
+        snapshots::put_in_place(&root, &recv.dir, index)?;
         Ok(index)
     }
 
@@ -1083,10 +1134,11 @@ impl Consensus {
             Ok(g) => g,
             Err(e) => fatal(&format!("cannot read {}: {e}", gpath.display())),
         };
-        install_everywhere(node, manifest, dir, global);
+        install_everywhere(node, manifest, dir, global, None);
         {
             let mut snap = self.snap.borrow_mut();
             snap.last = snap.last.max(index);
+            snap.sendable = true;
             snap.handed = (index, meta.term.get());
         }
         self.update_lone_voter(node);
@@ -1135,7 +1187,13 @@ impl Receiving {
 
 /// Queues an install of the snapshot in `dir` on every shard, and takes
 /// its member table and leases on this reactor (the consensus one).
-pub(super) fn install_everywhere(node: &NodeHandle, manifest: Manifest, dir: PathBuf, global: Global) {
+pub(super) fn install_everywhere(
+    node: &NodeHandle,
+    manifest: Manifest,
+    dir: PathBuf,
+    global: Global,
+    stores: Option<Stores>,
+) {
     let shared = node.shared();
     {
         let mut table = shared.members();
@@ -1147,7 +1205,7 @@ pub(super) fn install_everywhere(node: &NodeHandle, manifest: Manifest, dir: Pat
     let learner = manifest.membership.learners.contains(&shared.member);
     shared.learner.store(learner, std::sync::atomic::Ordering::Relaxed);
     node.reset_leases(&global.leases);
-    let inst = std::sync::Arc::new(Install { manifest, dir, global });
+    let inst = std::sync::Arc::new(Install { manifest, dir, global, stores });
     node.broadcast(|| Msg::Install(inst.clone()));
 }
 

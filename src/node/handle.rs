@@ -266,6 +266,13 @@ impl NodeHandle {
                 Some(c) => c.part_done(done),
                 None => crate::log_error!("a snapshot part reached a reactor without the sequencer"),
             },
+            Msg::CheckpointCommit(index) => {
+                monoio::spawn(super::shard::commit_checkpoint(l.shard.clone(), self.link(), index));
+            }
+            Msg::CheckpointCommitted(index) => match &*l.consensus.borrow() {
+                Some(c) => c.checkpoint_committed(index),
+                None => crate::log_error!("a checkpoint commit reached a reactor without the sequencer"),
+            },
             Msg::WatchLeave { from } => {
                 l.shard.state.borrow_mut().watch_reactors.remove(&from);
             }
@@ -737,6 +744,7 @@ impl ShardLink for Link {
         st.applied[i].store(s.applied.get(), Ordering::Relaxed);
         st.keys[i].store(s.store.live_keys(), Ordering::Relaxed);
         st.map_versions[i].store(s.map.version(), Ordering::Relaxed);
+        st.dirty[i].store(s.store.dirty_pages() as u64, Ordering::Relaxed);
     }
 
     fn transfer(&self, to: ShardId, version: u64, histories: Vec<KeyHistory>) {
@@ -754,6 +762,10 @@ impl ShardLink for Link {
 
     fn snapshot_part(&self, done: super::snapshots::PartDone) {
         self.0.send(SEQUENCER, Msg::SnapshotPart(done));
+    }
+
+    fn checkpoint_committed(&self, index: u64) {
+        self.0.send(SEQUENCER, Msg::CheckpointCommitted(index));
     }
 
     fn installed(&self, rev: i64) {

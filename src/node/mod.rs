@@ -16,6 +16,7 @@ mod msg;
 mod sequencer;
 mod shard;
 mod snapshots;
+mod stores;
 mod watches;
 
 use std::io;
@@ -57,6 +58,8 @@ pub struct Stats {
     applied: Vec<AtomicU64>,
     keys: Vec<AtomicU64>,
     map_versions: Vec<AtomicU64>,
+    /// Pages each shard's store holds unwritten.
+    dirty: Vec<AtomicU64>,
     raft_index: AtomicU64,
     term: AtomicU64,
     /// The leader's member ID; 0 when none is known.
@@ -77,6 +80,7 @@ impl Stats {
             applied: (0..n).map(|_| AtomicU64::new(0)).collect(),
             keys: (0..n).map(|_| AtomicU64::new(0)).collect(),
             map_versions: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            dirty: (0..n).map(|_| AtomicU64::new(0)).collect(),
             raft_index: AtomicU64::new(0),
             term: AtomicU64::new(1),
             leader: AtomicU64::new(0),
@@ -127,6 +131,12 @@ pub struct Shared {
     /// The members as the log has made them (conf changes on reactor 0,
     /// published attributes from shard 0). Off the request path.
     members: Mutex<members::MemberTable>,
+    /// How each reactor opens its shard's store (taken at its start).
+    store_setups: Mutex<Vec<Option<stores::StoreSetup>>>,
+    /// The newest snapshot at start-up, for the sequencer.
+    boot_snapshot: Mutex<Option<BootSnapshot>>,
+    /// Page cache budget of each shard's store.
+    page_cache_bytes: usize,
     /// `--snapshot-count`: applied entries between snapshots.
     snapshot_count: u64,
     /// `--learner-auto-promote`.
@@ -244,8 +254,35 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     if client_addrs.is_empty() {
         return Err(StartError::Resolve("(no --listen-client-urls)".to_string()));
     }
+    let member_dir = config.data_dir.join("member");
+    let snap_root = member_dir.join("snap");
+    if let Err(e) = std::fs::create_dir_all(&snap_root) {
+        fatal(&format!("cannot create {}: {e}", snap_root.display()));
+    }
+    let snapshot = match snapshots::newest(&snap_root) {
+        Ok(s) => s,
+        Err(e) => fatal(&format!("{e}; refusing to start")),
+    };
+    let record = match &snapshot {
+        Some((_, dir, _)) => match stores::read_record(dir) {
+            Ok(r) => r,
+            Err(e) => fatal(&format!("{e}; refusing to start")),
+        },
+        None => None,
+    };
+    let setups = match stores::plan(&stores::store_dir(&member_dir), n, record.as_ref()) {
+        Ok(s) => s,
+        Err(e) => fatal(&format!("{e}; refusing to start")),
+    };
+    let page_cache_bytes = match config.page_cache_bytes {
+        0 => default_page_cache_bytes(n),
+        b => usize::try_from(b).unwrap_or(usize::MAX),
+    };
     let (mesh, inboxes) = Mesh::new(n);
     let shared = Arc::new(Shared {
+        store_setups: Mutex::new(setups.into_iter().map(Some).collect()),
+        boot_snapshot: Mutex::new(snapshot.map(|(manifest, dir, global)| BootSnapshot { manifest, dir, global, record })),
+        page_cache_bytes,
         member: config.member_id(),
         cluster: AtomicU64::new(config.cluster_id().get()),
         join_existing: config.initial_cluster_state == crate::config::ClusterState::Existing,
@@ -323,7 +360,10 @@ async fn reactor_main(id: ReactorId, shared: Arc<Shared>) {
     let inbox = shared.inboxes.lock().ok().and_then(|mut v| v.get_mut(id.idx()).and_then(Option::take));
     let Some(inbox) = inbox else { fatal("reactor inbox missing") };
     let map = Rc::new(RangeMap::initial(shared.shards));
-    let shard = Shard::new(ShardId(id.0), map.clone());
+    let setup = shared.store_setups.lock().ok().and_then(|mut v| v.get_mut(id.idx()).and_then(Option::take));
+    let Some(setup) = setup else { fatal("reactor store setup missing") };
+    let (store, gen) = open_store(setup, shared.page_cache_bytes);
+    let shard = Shard::new(ShardId(id.0), map.clone(), store, gen, shared.page_cache_bytes);
     let outbox = Outbox::new(shared.mesh.clone());
     let node = NodeHandle::new(id, shared.clone(), outbox, map, shard.clone());
     monoio::spawn(node.clone().dispatch(inbox));
@@ -378,13 +418,7 @@ async fn reactor_main(id: ReactorId, shared: Arc<Shared>) {
 /// Runs on reactor 0 before it serves.
 fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
     let snap_root = shared.wal_dir.parent().map_or_else(|| shared.wal_dir.join("snap"), |m| m.join("snap"));
-    if let Err(e) = std::fs::create_dir_all(&snap_root) {
-        fatal(&format!("cannot create {}: {e}", snap_root.display()));
-    }
-    let snapshot = match snapshots::newest(&snap_root) {
-        Ok(s) => s,
-        Err(e) => fatal(&format!("{e}; refusing to start")),
-    };
+    let snapshot = shared.boot_snapshot.lock().ok().and_then(|mut s| s.take());
     let (mut wal, recovered) = match Wal::open(&shared.wal_dir, shared.wal_options) {
         Ok(w) => w,
         Err(e) => fatal(&e.to_string()),
@@ -401,15 +435,18 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
         "commit" => commit.get()
     );
     let mut boot = Boot::from(recovered);
-    let mut snap_index = 0;
+    let (mut snap_index, mut snap_sendable) = (0, false);
     let commit = match &snapshot {
-        Some((manifest, _, _)) => {
+        Some(BootSnapshot { manifest, .. }) => {
             snap_index = manifest.index;
+            // A snapshot without parts is this member's checkpoint only:
+            // Raft cannot send it (it asks for one with parts instead).
+            snap_sendable = manifest.files.iter().any(|f| f.name.starts_with("part-"));
             boot.snapshot = Some(SnapshotMeta {
                 index: RaftIndex(manifest.index),
                 term: Term(manifest.term),
                 membership: manifest.membership.clone(),
-                data: bytes::Bytes::from(manifest.encode()),
+                data: if snap_sendable { bytes::Bytes::from(manifest.encode()) } else { bytes::Bytes::new() },
             });
             if wal.last_index().get() < manifest.index {
                 // Installed from the leader and not yet followed by entries.
@@ -448,18 +485,87 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
         }
     }
     // The shards start from the snapshot, before any entry after it.
-    if let Some((manifest, dir, global)) = snapshot {
-        consensus::install_everywhere(node, manifest, dir, global);
+    if let Some(BootSnapshot { manifest, dir, global, record }) = snapshot {
+        consensus::install_everywhere(node, manifest, dir, global, record);
     }
     // A single member starts its peer transport when a second one is added.
     let many = voters.len() > 1 || shared.join_existing || shared.members().members.len() > 1;
     let transport = if many { Some(start_transport(shared)) } else { None };
     let consensus =
-        Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3, snap_root, snap_index);
+        Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3, snap_root, snap_index, snap_sendable);
     node.set_consensus(consensus.clone());
     consensus.start(node.clone(), wal, hard_state, shared.heartbeat);
     // Entries committed before the restart are applied again first.
     node.broadcast(|| Msg::Serve(commit));
+}
+
+/// The newest snapshot found at start-up, with its `stores` record.
+struct BootSnapshot {
+    manifest: crate::snapshot::Manifest,
+    dir: std::path::PathBuf,
+    global: snapshots::Global,
+    record: Option<stores::Stores>,
+}
+
+/// A quarter of the machine's memory over the reactors (at least the
+/// cache's minimum).
+fn default_page_cache_bytes(reactors: usize) -> usize {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()))
+        .unwrap_or(4 << 20);
+    let bytes = total_kib.saturating_mul(1024) / 4 / reactors.max(1) as u64;
+    usize::try_from(bytes).unwrap_or(usize::MAX).max(crate::mvcc::disk::CACHE_PAGES_MIN * crate::btree::PAGE_BYTES)
+}
+
+/// Opens a shard's store as `stores::plan` decided: a new file, or the
+/// recorded file at the recorded checkpoint (writing the recorded meta
+/// page first if the commit did not reach the file). Returns the store and
+/// its generation.
+fn open_store(setup: stores::StoreSetup, cache_bytes: usize) -> (crate::mvcc::DiskStore, u64) {
+    use crate::mvcc::DiskStore;
+    match setup {
+        stores::StoreSetup::Fresh(path) => match DiskStore::open_path(&path, cache_bytes) {
+            Ok((store, _)) => (store, 0),
+            Err(e) => fatal(&format!("cannot create {}: {e}", path.display())),
+        },
+        stores::StoreSetup::Recorded { path, index, prepared } => {
+            if !path.exists() {
+                fatal(&format!("the store file {} is missing; refusing to start", path.display()));
+            }
+            let open = |path: &std::path::Path| match DiskStore::open_path(path, cache_bytes) {
+                Ok((store, rec)) => (store, rec.applied_index),
+                Err(e) => fatal(&format!("cannot open {}: {e}; refusing to start", path.display())),
+            };
+            let (mut store, mut applied) = open(&path);
+            if applied != index {
+                drop(store);
+                crate::log_info!(
+                    "completing a checkpoint",
+                    "file" => path.display().to_string(),
+                    "from-index" => applied,
+                    "to-index" => index
+                );
+                let redo = || -> std::io::Result<()> {
+                    use std::os::unix::fs::FileExt;
+                    let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    f.write_all_at(&prepared.meta, crate::btree::PageId(prepared.meta_id).byte_offset())?;
+                    f.sync_data()
+                };
+                if let Err(e) = redo() {
+                    fatal(&format!("cannot write the meta page of {}: {e}", path.display()));
+                }
+                (store, applied) = open(&path);
+            }
+            if applied != index {
+                fatal(&format!(
+                    "{} opens at index {applied}, its snapshot record says {index}; refusing to start",
+                    path.display()
+                ));
+            }
+            (store, prepared.gen)
+        }
+    }
 }
 
 /// Returns the calling thread's free allocator memory to the OS; set by the

@@ -151,8 +151,14 @@ pub enum Msg {
     Snapshot(Arc<super::snapshots::SnapJob>),
     /// To every shard: replace your state with a snapshot's.
     Install(Arc<super::snapshots::Install>),
-    /// To the consensus reactor: a shard wrote its part of a snapshot.
+    /// To the consensus reactor: a shard prepared its checkpoint (and
+    /// wrote its part) of a snapshot.
     SnapshotPart(super::snapshots::PartDone),
+    /// To every shard: the snapshot at this index is durable, commit your
+    /// checkpoint.
+    CheckpointCommit(u64),
+    /// To the consensus reactor: a shard committed its checkpoint.
+    CheckpointCommitted(u64),
     /// A reactor has no watches left: stop feeding it.
     WatchLeave {
         /// The reactor.

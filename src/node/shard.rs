@@ -10,16 +10,23 @@ use std::sync::Arc;
 
 use super::msg::{Committed, ReadError, ReadReply, ReadReq};
 use super::snapshots::{part_name, read_file, write_file, Install, PartDone, SnapJob};
+use super::stores::{store_path, Prepared};
 use crate::apply::command::access_batch;
 use crate::apply::range::read_part;
 use crate::apply::{ApplyError, BatchRun, Exchange, LeaseChange, RangeMap, Reply};
 use crate::lease::LeaseTable;
-use crate::mvcc::{End, Event, EventKind, KeyHistory, MemStore, MvccStore};
+use crate::mvcc::disk::DiskCheckpoint;
+use crate::mvcc::{DiskStore, End, Event, EventKind, KeyHistory, MvccStore};
 use crate::runtime::local::{oneshot, yield_now, Notify, Sender};
 use crate::types::{RaftIndex, ReactorId, ShardId};
 
 /// Keys compacted per step before the shard yields to other work.
 const COMPACT_STEP_KEYS: usize = 4096;
+/// Bytes of consecutive checkpoint pages written by one I/O.
+const WRITE_RUN_BYTES: usize = 1 << 20;
+/// Dirty pages an install builds up before it checkpoints the new file
+/// (bounds its memory).
+const INSTALL_DIRTY_PAGES_MAX: usize = 16 * 1024;
 
 /// What a read waits for.
 enum Wait {
@@ -49,8 +56,14 @@ pub enum Queued {
 pub struct ShardState {
     /// Which shard.
     pub id: ShardId,
-    /// Its MVCC state.
-    pub store: MemStore,
+    /// Its MVCC state, in its store file.
+    pub store: DiskStore,
+    /// The store file's generation (see `stores`).
+    pub gen: u64,
+    /// The checkpoint prepared and not yet committed: its log index.
+    pending: Option<(u64, DiskCheckpoint)>,
+    /// The page cache budget of a store file.
+    cache_bytes: usize,
     /// Its copy of the lease table.
     pub leases: LeaseTable,
     /// The store's revision after the last applied batch.
@@ -106,12 +119,17 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// An empty shard at revision 1, as a fresh etcd starts.
-    pub fn new(id: ShardId, map: Rc<RangeMap>) -> Rc<Shard> {
+    /// A shard on `store` (generation `gen`) at revision 1, as a fresh
+    /// etcd starts; recovery's `Install` sets what the store's checkpoint
+    /// or a snapshot holds.
+    pub fn new(id: ShardId, map: Rc<RangeMap>, store: DiskStore, gen: u64, cache_bytes: usize) -> Rc<Shard> {
         Rc::new(Shard {
             state: RefCell::new(ShardState {
                 id,
-                store: MemStore::default(),
+                store,
+                gen,
+                pending: None,
+                cache_bytes,
                 leases: LeaseTable::default(),
                 rev: 1,
                 // etcd's store starts "compacted at -1": Compact(0) is
@@ -232,7 +250,9 @@ impl Shard {
             } else {
                 s.rev
             };
-            Ok(read_part(&s.store, &req.key, End::from_range_end(&req.range_end), at, &req.shape))
+            let part = read_part(&s.store, &req.key, End::from_range_end(&req.range_end), at, &req.shape);
+            check_store(&s.store);
+            Ok(part)
         };
         ReadReply { seq: req.seq, applied_rev: s.rev, result }
     }
@@ -259,6 +279,7 @@ impl Shard {
             events.push(e);
             ControlFlow::Continue(())
         });
+        check_store(&s.store);
         events.sort_by_key(|e| e.rev);
         Ok(events)
     }
@@ -304,6 +325,7 @@ impl Shard {
             ControlFlow::Continue(())
         });
         flush(&mut versions, &mut crc);
+        check_store(&s.store);
         crc
     }
 
@@ -361,8 +383,11 @@ pub trait ShardLink {
     fn applied_effects(&self, leases: &[LeaseChange], events: Vec<Event>, rev: i64);
     /// Members' attributes a batch published (shard 0).
     fn on_published(&self, published: Vec<crate::apply::command::Publish>);
-    /// The shard wrote (or failed to write) its part of a snapshot.
+    /// The shard prepared its checkpoint (and wrote its part, if asked) for
+    /// a snapshot, or failed to.
     fn snapshot_part(&self, done: PartDone);
+    /// The shard committed its checkpoint at `index`.
+    fn checkpoint_committed(&self, index: u64);
     /// The shard's state was replaced by a snapshot's at revision `rev`:
     /// watchers must catch up from the store.
     fn installed(&self, rev: i64);
@@ -374,7 +399,7 @@ pub async fn apply_loop<L: ShardLink + 'static>(shard: Rc<Shard>, link: Rc<L>) {
         match shard.next_item().await {
             Queued::Batch(c) => apply_batch(&shard, &*link, &c).await,
             Queued::Remap(m) => remap(&shard, &*link, m).await,
-            Queued::Snapshot(job) => write_part(&shard, link.clone(), job),
+            Queued::Snapshot(job) => snapshot(&shard, link.clone(), job),
             Queued::Install(inst) => install(&shard, &*link, &inst).await,
         }
     }
@@ -395,7 +420,9 @@ async fn apply_batch<L: ShardLink>(shard: &Rc<Shard>, link: &L, c: &Committed) {
         loop {
             let mine = {
                 let s = shard.state.borrow();
-                run.plan_segment(&s.store, &s.leases)
+                let mine = run.plan_segment(&s.store, &s.leases);
+                check_store(&s.store);
+                mine
             };
             let mut all = if n > 1 {
                 link.broadcast_exchange(&mine);
@@ -414,6 +441,7 @@ async fn apply_batch<L: ShardLink>(shard: &Rc<Shard>, link: &L, c: &Committed) {
             let s = &mut *s;
             let want_events = !s.watch_reactors.is_empty();
             let applied = run.apply(&mut s.store, &mut s.leases, link.origin_filter(), want_events);
+            check_store(&s.store);
             s.rev = applied.rev;
             s.compact_rev = applied.compact_rev;
             applied
@@ -457,6 +485,7 @@ async fn remap<L: ShardLink>(shard: &Rc<Shard>, link: &L, new: Arc<RangeMap>) {
         if let Some((start, end)) = old.moved_range(id, &new, j) {
             let mut s = shard.state.borrow_mut();
             let histories = s.store.take_range(start, end);
+            check_store(&s.store);
             // Their leases' key lists move with them.
             attach_leases(&mut s.leases, &histories, false);
             drop(s);
@@ -471,6 +500,7 @@ async fn remap<L: ShardLink>(shard: &Rc<Shard>, link: &L, new: Arc<RangeMap>) {
     for histories in incoming {
         attach_leases(&mut s.leases, &histories, true);
         s.store.insert_histories(histories);
+        check_store(&s.store);
     }
     s.map = new.clone();
     s.wake_waiters();
@@ -495,37 +525,114 @@ fn attach_leases(leases: &mut LeaseTable, histories: &[KeyHistory], attach: bool
     }
 }
 
-/// Captures this shard's state at the current point of the log (every
-/// key history, in key order) and writes it to its part file in the
-/// background while the shard goes on applying.
-fn write_part<L: ShardLink + 'static>(shard: &Rc<Shard>, link: Rc<L>, job: Arc<SnapJob>) {
-    let (bytes, id, rev, compact_rev, leases) = {
-        let s = shard.state.borrow();
+/// A snapshot job at this point of the log: the shard starts its
+/// checkpoint (and, if the job wants parts, captures every key history,
+/// in key order), then writes both in the background while it goes on
+/// applying; the checkpoint's meta page waits for the sequencer's decision
+/// (see `stores`).
+fn snapshot<L: ShardLink + 'static>(shard: &Rc<Shard>, link: Rc<L>, job: Arc<SnapJob>) {
+    let mut s = shard.state.borrow_mut();
+    let part = job.parts.then(|| {
         let mut bytes = Vec::with_capacity(s.store.size_bytes() as usize + 1024);
         s.store.histories(b"", End::Unbounded, &mut |h| {
             crate::snapshot::encode_history(&h, &mut bytes);
             ControlFlow::Continue(())
         });
-        (bytes, s.id, s.rev, s.compact_rev, s.leases.all())
+        check_store(&s.store);
+        bytes
+    });
+    let (id, rev, compact_rev, leases) = (s.id, s.rev, s.compact_rev, s.leases.all());
+    let map = (s.map.version(), s.map.splits().to_vec());
+    let path = s.store.path().to_path_buf();
+    let checkpoint = match s.store.begin_checkpoint(job.index, &[]) {
+        Ok(c) => c,
+        Err(e) => fatal(&format!("cannot start a checkpoint at index {}: {e}", job.index)),
     };
+    let pages = checkpoint.pages().to_vec();
+    let (meta_id, meta) = checkpoint.meta();
+    let prepared = Prepared { gen: s.gen, meta_id: meta_id.get(), meta: meta.bytes().to_vec() };
+    s.pending = Some((job.index, checkpoint));
+    drop(s);
     monoio::spawn(async move {
-        let name = part_name(id);
-        let result = write_file(&job.dir.join(&name), &name, bytes).await;
-        link.snapshot_part(PartDone { index: job.index, shard: id, result, rev, compact_rev, leases });
+        let result = match part {
+            Some(bytes) => {
+                let name = part_name(id);
+                Some(write_file(&job.dir.join(&name), &name, bytes).await)
+            }
+            None => None,
+        };
+        if let Err(e) = write_pages(&path, &pages).await {
+            fatal(&format!("cannot write the checkpoint at index {}: {e}", job.index));
+        }
+        let done = PartDone { index: job.index, shard: id, result, prepared, rev, compact_rev, leases, map };
+        link.snapshot_part(done);
     });
 }
 
-/// Replaces the shard's state with the keys it owns in a snapshot.
-async fn install<L: ShardLink>(shard: &Rc<Shard>, link: &L, inst: &Install) {
-    let (id, map, applied) = {
+/// Writes checkpoint pages (ascending ids) at their offsets, runs of
+/// consecutive pages in one I/O, and fdatasyncs the file.
+async fn write_pages(path: &std::path::Path, pages: &[(crate::btree::PageId, Arc<crate::btree::Page>)]) -> Result<(), String> {
+    let file = monoio::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut i = 0;
+    while i < pages.len() {
+        let first = pages[i].0;
+        let mut next = first.get();
+        let mut buf = Vec::with_capacity(WRITE_RUN_BYTES);
+        while i < pages.len() && pages[i].0.get() == next && buf.len() < WRITE_RUN_BYTES {
+            buf.extend_from_slice(pages[i].1.bytes());
+            next += 1;
+            i += 1;
+        }
+        let (res, _) = file.write_all_at(buf, first.byte_offset()).await;
+        res.map_err(|e| format!("cannot write {} at offset {}: {e}", path.display(), first.byte_offset()))?;
+    }
+    file.sync_data().await.map_err(|e| format!("cannot fdatasync {}: {e}", path.display()))?;
+    let _ = file.close().await;
+    Ok(())
+}
+
+/// The decision for the checkpoint at `index` is durable: writes its meta
+/// page, fdatasyncs, and makes it the store's durable checkpoint.
+pub async fn commit_checkpoint<L: ShardLink>(shard: Rc<Shard>, link: Rc<L>, index: u64) {
+    let (path, meta_id, meta) = {
         let s = shard.state.borrow();
-        (s.id, s.map.clone(), s.applied)
+        let Some((at, cp)) = &s.pending else { return };
+        if *at != index {
+            return;
+        }
+        let (id, page) = cp.meta();
+        (s.store.path().to_path_buf(), id, Arc::clone(page))
+    };
+    if let Err(e) = write_pages(&path, &[(meta_id, meta)]).await {
+        fatal(&format!("cannot commit the checkpoint at index {index}: {e}"));
+    }
+    let mut s = shard.state.borrow_mut();
+    let Some((_, cp)) = s.pending.take() else { return };
+    if let Err(e) = s.store.finish_checkpoint(cp).and_then(|()| s.store.truncate_file()) {
+        fatal(&format!("cannot finish the checkpoint at index {index}: {e}"));
+    }
+    link.publish(&s);
+    drop(s);
+    link.checkpoint_committed(index);
+}
+
+/// Replaces the shard's state with a snapshot's: at start-up from the
+/// store's own checkpoint (which `reactor_main` opened at the snapshot's
+/// index), otherwise from the keys it owns in the snapshot's parts, into a
+/// new store file of that generation.
+async fn install<L: ShardLink>(shard: &Rc<Shard>, link: &L, inst: &Install) {
+    let (id, applied) = {
+        let s = shard.state.borrow();
+        (s.id, s.applied)
     };
     if applied.get() >= inst.manifest.index {
         // Already past it (the entries it covers were applied here).
         return;
     }
-    let mut store = MemStore::default();
     let mut leases = LeaseTable::default();
     {
         use crate::apply::LeaseState;
@@ -533,31 +640,89 @@ async fn install<L: ShardLink>(shard: &Rc<Shard>, link: &L, inst: &Install) {
             leases.grant(lease, ttl);
         }
     }
-    for f in inst.manifest.files.iter().filter(|f| f.name.starts_with("part-")) {
-        let mut dec = crate::snapshot::PartDecoder::default();
-        let mut mine = Vec::new();
-        let read = read_file(&inst.dir, f, &mut |chunk| {
-            dec.push(chunk);
-            while let Some(h) = dec.next_history()? {
-                if map.owner(&h.key) == id {
-                    mine.push(h);
-                }
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = read.and_then(|()| dec.finish().map_err(|e| format!("snapshot file {}: {e}", f.name))) {
-            fatal(&format!("cannot install snapshot {}: {e}", inst.manifest.index));
+    if let Some(rec) = &inst.stores {
+        let mut s = shard.state.borrow_mut();
+        let s = &mut *s;
+        if s.store.applied_index() != rec.index {
+            fatal(&format!(
+                "{} holds the checkpoint at index {}, the snapshot is at {}",
+                s.store.path().display(),
+                s.store.applied_index(),
+                rec.index
+            ));
         }
-        attach_leases(&mut leases, &mine, true);
-        store.insert_histories(mine);
-    }
-    if inst.global.compact_rev > 0 {
-        store.begin_compact(inst.global.compact_rev);
+        // Lease key lists are not in the checkpoint: one pass over the
+        // live keys rebuilds them.
+        s.store.scan(b"", End::Unbounded, inst.global.rev, &mut |kv| {
+            if kv.lease != 0 {
+                use crate::apply::LeaseState;
+                leases.attach(kv.lease, kv.key);
+            }
+            ControlFlow::Continue(())
+        });
+        check_store(&s.store);
+        let map = Rc::new(rec.map());
+        s.map = map.clone();
+        link.map_changed(map);
+    } else {
+        let (old_path, cache_bytes, map) = {
+            let s = shard.state.borrow();
+            (s.store.path().to_path_buf(), s.cache_bytes, s.map.clone())
+        };
+        let gen = inst.manifest.index;
+        let dir = old_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let path = store_path(&dir, id, gen);
+        if path == old_path {
+            fatal(&format!("snapshot {gen} installs over its own store file {}", path.display()));
+        }
+        let _ = std::fs::remove_file(&path);
+        let mut store = match DiskStore::open_path(&path, cache_bytes) {
+            Ok((store, _)) => store,
+            Err(e) => fatal(&format!("cannot create {}: {e}", path.display())),
+        };
+        for f in inst.manifest.files.iter().filter(|f| f.name.starts_with("part-")) {
+            let mut dec = crate::snapshot::PartDecoder::default();
+            let read = read_file(&inst.dir, f, &mut |chunk| {
+                dec.push(chunk);
+                let mut mine = Vec::new();
+                while let Some(h) = dec.next_history()? {
+                    if map.owner(&h.key) == id {
+                        mine.push(h);
+                    }
+                }
+                attach_leases(&mut leases, &mine, true);
+                store.insert_histories(mine);
+                if store.dirty_pages() > INSTALL_DIRTY_PAGES_MAX {
+                    // The file is no checkpoint of the node's until a
+                    // snapshot records it: checkpointing it here only
+                    // bounds the memory the install holds.
+                    if let Err(e) = store.checkpoint_sync(0, &[]) {
+                        fatal(&format!("cannot install snapshot {gen}: {e}"));
+                    }
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(e) = read.and_then(|()| dec.finish().map_err(|e| format!("snapshot file {}: {e}", f.name))) {
+                fatal(&format!("cannot install snapshot {}: {e}", inst.manifest.index));
+            }
+            check_store(&store);
+        }
+        if inst.global.compact_rev > 0 {
+            store.begin_compact(inst.global.compact_rev);
+        }
+        let mut s = shard.state.borrow_mut();
+        if let Some((at, _)) = s.pending.take() {
+            fatal(&format!("a snapshot arrived while the checkpoint at index {at} was not committed"));
+        }
+        s.store = store;
+        s.gen = gen;
+        if let Err(e) = std::fs::remove_file(&old_path) {
+            crate::log_warn!("cannot delete a replaced store file", "file" => old_path.display().to_string(), "error" => e.to_string());
+        }
     }
     let index = RaftIndex(inst.manifest.index);
     let mut s = shard.state.borrow_mut();
-    s.store = store;
     s.leases = leases;
     s.rev = inst.global.rev;
     s.compact_rev = inst.global.compact_rev;
@@ -568,6 +733,17 @@ async fn install<L: ShardLink>(shard: &Rc<Shard>, link: &L, inst: &Install) {
     drop(s);
     link.installed(inst.global.rev);
     shard.compact.notify();
+}
+
+/// Stops the node when its store broke (an I/O error, a checksum or
+/// decoding failure): nothing it computed after the error may reach a
+/// client, a peer or a checkpoint. A restart replays the log onto the last
+/// durable checkpoint.
+pub fn check_store(store: &DiskStore) {
+    if store.is_broken() {
+        let e = store.error().unwrap_or_default();
+        fatal(&format!("the store failed: {e}"));
+    }
 }
 
 fn release_deferred<L: ShardLink + ?Sized>(s: &mut ShardState, link: &L) {
@@ -581,7 +757,12 @@ pub async fn compaction_loop<L: ShardLink>(shard: Rc<Shard>, link: Rc<L>) {
     loop {
         shard.compact.notified().await;
         loop {
-            let done = shard.state.borrow_mut().store.compact_step(COMPACT_STEP_KEYS);
+            let done = {
+                let mut s = shard.state.borrow_mut();
+                let done = s.store.compact_step(COMPACT_STEP_KEYS);
+                check_store(&s.store);
+                done
+            };
             if done {
                 break;
             }

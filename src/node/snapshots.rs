@@ -50,13 +50,16 @@ pub fn dir_of(root: &Path, index: u64) -> PathBuf {
     root.join(format!("{index:016x}"))
 }
 
-/// For the shards: write your part of the snapshot at `index` into `dir`.
+/// For the shards: prepare your checkpoint at `index`, and write your part
+/// of the snapshot into `dir` if `parts`.
 #[derive(Debug)]
 pub struct SnapJob {
     /// The log index the snapshot is at.
     pub index: u64,
     /// Where the parts go.
     pub dir: PathBuf,
+    /// Whether to write parts (a snapshot to send to a member).
+    pub parts: bool,
 }
 
 /// A shard wrote its part (or failed to).
@@ -66,8 +69,12 @@ pub struct PartDone {
     pub index: u64,
     /// The shard.
     pub shard: ShardId,
-    /// The part file, or why not.
-    pub result: Result<FileInfo, String>,
+    /// The part file, or why not (`None`: none was asked for).
+    pub result: Option<Result<FileInfo, String>>,
+    /// The shard's prepared checkpoint.
+    pub prepared: super::stores::Prepared,
+    /// The range map the shard held: version and split points.
+    pub map: (u64, Vec<Vec<u8>>),
     /// The shard's revision and compaction revision at the snapshot.
     pub rev: i64,
     /// See `rev`.
@@ -85,6 +92,9 @@ pub struct Install {
     pub dir: PathBuf,
     /// Its `global` file.
     pub global: Global,
+    /// At start-up, the `stores` record the shards' files were opened at
+    /// (they hold the data; no part is read).
+    pub stores: Option<super::stores::Stores>,
 }
 
 /// The state every shard shares, in the `global` file.
@@ -206,6 +216,21 @@ pub fn newest(root: &Path) -> Result<Option<(Manifest, PathBuf, Global)>, String
             let _ = std::fs::remove_dir_all(item.path());
             continue;
         }
+        if let Some(base) = name.strip_suffix(".old") {
+            // `put_in_place` moved it aside: the new one replaced it, or a
+            // crash came first and it is still the snapshot.
+            let dir = root.join(base);
+            if dir.exists() {
+                let _ = std::fs::remove_dir_all(item.path());
+                continue;
+            }
+            std::fs::rename(item.path(), &dir).map_err(|e| format!("cannot rename {}: {e}", dir.display()))?;
+            sync_dir(root)?;
+            if let Ok(index) = u64::from_str_radix(base, 16) {
+                found.push((index, dir));
+            }
+            continue;
+        }
         if name.len() == 16 {
             if let Ok(index) = u64::from_str_radix(name, 16) {
                 found.push((index, item.path()));
@@ -235,6 +260,25 @@ pub fn newest(root: &Path) -> Result<Option<(Manifest, PathBuf, Global)>, String
     }
     let global = Global::decode(&gbytes).map_err(|e| format!("snapshot file {} at offset 0: {e}", gpath.display()))?;
     Ok(Some((manifest, dir, global)))
+}
+
+/// Renames a finished `.tmp` directory to the snapshot at `index`. A
+/// snapshot already there (one without parts, made again with them) moves
+/// aside to `.old` first and goes once the new one is in place; `newest`
+/// puts back an `.old` a crash left alone.
+pub fn put_in_place(root: &Path, tmp: &Path, index: u64) -> Result<(), String> {
+    let dir = dir_of(root, index);
+    let old = root.join(format!("{index:016x}.old"));
+    if dir.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(&dir, &old).map_err(|e| format!("cannot rename {}: {e}", dir.display()))?;
+    }
+    std::fs::rename(tmp, &dir).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
+    sync_dir(root)?;
+    if old.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
 }
 
 /// Deletes all but the newest [`SNAPSHOTS_KEPT`] snapshots under `root`.
