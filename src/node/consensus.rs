@@ -156,7 +156,12 @@ impl Consensus {
             ticks: Cell::new(0),
             persisted: Cell::new(0),
             jobs: RefCell::new(VecDeque::new()),
-            snap: RefCell::new(SnapState { root: snap_root, last: snap_index, sendable: snap_sendable, ..SnapState::default() }),
+            snap: RefCell::new(SnapState {
+                root: snap_root,
+                last: snap_index,
+                sendable: snap_sendable,
+                ..SnapState::default()
+            }),
             parts_ready: Notify::default(),
             snap_in: RefCell::new(VecDeque::new()),
             snap_in_ready: Notify::default(),
@@ -1069,7 +1074,8 @@ impl Consensus {
             return Err("the manifest's index is not the snapshot's".into());
         }
         let known = |name: &str| {
-            name == GLOBAL_FILE || name.strip_prefix("part-").is_some_and(|n| n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()))
+            name == GLOBAL_FILE
+                || name.strip_prefix("part-").is_some_and(|n| n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()))
         };
         if let Some(f) = manifest.files.iter().find(|f| !known(&f.name)) {
             return Err(format!("the manifest names an unexpected file {:?}", f.name));

@@ -281,7 +281,12 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     let (mesh, inboxes) = Mesh::new(n);
     let shared = Arc::new(Shared {
         store_setups: Mutex::new(setups.into_iter().map(Some).collect()),
-        boot_snapshot: Mutex::new(snapshot.map(|(manifest, dir, global)| BootSnapshot { manifest, dir, global, record })),
+        boot_snapshot: Mutex::new(snapshot.map(|(manifest, dir, global)| BootSnapshot {
+            manifest,
+            dir,
+            global,
+            record,
+        })),
         page_cache_bytes,
         member: config.member_id(),
         cluster: AtomicU64::new(config.cluster_id().get()),
@@ -491,8 +496,15 @@ fn start_sequencer(node: &NodeHandle, shared: &Arc<Shared>) {
     // A single member starts its peer transport when a second one is added.
     let many = voters.len() > 1 || shared.join_existing || shared.members().members.len() > 1;
     let transport = if many { Some(start_transport(shared)) } else { None };
-    let consensus =
-        Consensus::new(core, transport, node.proposals(), shared.election_timeout * 3, snap_root, snap_index, snap_sendable);
+    let consensus = Consensus::new(
+        core,
+        transport,
+        node.proposals(),
+        shared.election_timeout * 3,
+        snap_root,
+        snap_index,
+        snap_sendable,
+    );
     node.set_consensus(consensus.clone());
     consensus.start(node.clone(), wal, hard_state, shared.heartbeat);
     // Entries committed before the restart are applied again first.
@@ -512,7 +524,9 @@ struct BootSnapshot {
 fn default_page_cache_bytes(reactors: usize) -> usize {
     let total_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        })
         .unwrap_or(4 << 20);
     let bytes = total_kib.saturating_mul(1024) / 4 / reactors.max(1) as u64;
     usize::try_from(bytes).unwrap_or(usize::MAX).max(crate::mvcc::disk::CACHE_PAGES_MIN * crate::btree::PAGE_BYTES)

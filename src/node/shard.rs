@@ -571,7 +571,10 @@ fn snapshot<L: ShardLink + 'static>(shard: &Rc<Shard>, link: Rc<L>, job: Arc<Sna
 
 /// Writes checkpoint pages (ascending ids) at their offsets, runs of
 /// consecutive pages in one I/O, and fdatasyncs the file.
-async fn write_pages(path: &std::path::Path, pages: &[(crate::btree::PageId, Arc<crate::btree::Page>)]) -> Result<(), String> {
+async fn write_pages(
+    path: &std::path::Path,
+    pages: &[(crate::btree::PageId, Arc<crate::btree::Page>)],
+) -> Result<(), String> {
     let file = monoio::fs::OpenOptions::new()
         .write(true)
         .open(path)
